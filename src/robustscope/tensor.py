@@ -108,7 +108,8 @@ def _resolve_duplicates(
     elif policy == "last":
         frame = frame.drop_duplicates(list(keys), keep="last")
     else:
-        aggregated = frame.groupby(list(keys), sort=False, as_index=False)[list(value_columns)].mean()
+        numeric = [c for c in value_columns if pd.api.types.is_numeric_dtype(frame[c])]
+        aggregated = frame.groupby(list(keys), sort=False, as_index=False)[numeric].mean()
         others = [c for c in frame.columns if c not in aggregated.columns]
         if others:
             extra = frame.drop_duplicates(list(keys), keep="first")[list(keys) + others]
@@ -389,6 +390,77 @@ def from_examples(
             "dataset": dataset,
             "metric": metric,
             "metric_kind": kind,
+            "perturbation_structure": structure,
+            "tensor_format_version": TENSOR_FORMAT_VERSION,
+            "duplicates_merged": dedup["duplicates_merged"],
+            "conflicts": dedup["conflicts"],
+        }
+    )
+    if attrs:
+        ds.attrs.update(attrs)
+    validate(ds)
+    return ds
+
+
+def from_scores(
+    records: pd.DataFrame,
+    *,
+    dataset: str,
+    metric: str,
+    structure: str = "crossed",
+    task_info: pd.DataFrame | None = None,
+    perturbation_info: pd.DataFrame | None = None,
+    duplicates: str = "error",
+    source: str = "<records>",
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Build a continuous-metric tensor from one aggregate score per cell.
+
+    ``records`` has the columns ``model``, ``task``, ``perturbation`` and
+    ``score`` (a finite float on the metric's own scale). The tensor has a
+    float ``score`` on (model, task, perturbation), NaN where a cell is
+    missing, the ``observed`` mask and ``attrs["metric_kind"] =
+    "continuous"``; it has no ``n_correct``/``n_total``.
+
+    Raises
+    ------
+    InputError
+        On missing columns or scores that are not finite numbers.
+    """
+    _check_structure(structure)
+    required = ["model", "task", "perturbation", "score"]
+    missing = [c for c in required if c not in records.columns]
+    if missing:
+        raise InputError(f"missing required column(s) {', '.join(missing)}", path=source)
+    frame = records.copy()
+    for key in DIMS:
+        frame[key] = frame[key].map(str)
+    scores = pd.to_numeric(frame["score"], errors="coerce")
+    bad = scores.isna() | ~np.isfinite(scores.astype(float))
+    if bad.any():
+        position = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError("score must be a finite number", path=source, row=position + 1, column="score", value=frame["score"].iloc[position])
+    frame["score"] = scores.astype(float)
+    frame, dedup = _resolve_duplicates(frame, list(DIMS), ["score"], duplicates, source=source)
+
+    labels = {dim: _sorted_labels(frame[dim]) for dim in DIMS}
+    shape = tuple(len(labels[d]) for d in DIMS)
+    index = tuple(pd.Categorical(frame[d], categories=labels[d]).codes for d in DIMS)
+    score = np.full(shape, np.nan)
+    score[index] = frame["score"].to_numpy()
+
+    ds = xr.Dataset(
+        {"score": (DIMS, score), "observed": (DIMS, ~np.isnan(score))},
+        coords={d: np.array(labels[d], dtype=object) for d in DIMS},
+    )
+    ds = ds.assign_coords(_info_coords(task_info, labels, ("task",)))
+    perturbation_dims = ("task", "perturbation") if structure == "nested" else ("perturbation",)
+    ds = ds.assign_coords(_info_coords(perturbation_info, labels, perturbation_dims))
+    ds.attrs.update(
+        {
+            "dataset": dataset,
+            "metric": metric,
+            "metric_kind": "continuous",
             "perturbation_structure": structure,
             "tensor_format_version": TENSOR_FORMAT_VERSION,
             "duplicates_merged": dedup["duplicates_merged"],
