@@ -63,7 +63,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise InputError("file is empty", path=path, hint="restore the file from the published repository")
     try:
-        frame = pd.read_csv(path)
+        # Only empty fields are missing; text such as "n/a" stays text and is reported.
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError as error:
         raise InputError("file has no header or rows", path=path) from error
     except (pd.errors.ParserError, UnicodeDecodeError) as error:

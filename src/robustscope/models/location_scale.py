@@ -1,0 +1,320 @@
+"""The hierarchical location-scale binomial model.
+
+For model ``m``, task ``t`` and perturbation ``c``::
+
+    n_correct[m,t,c] ~ Binomial(n_total[m,t,c], inv_logit(mu[m,t] + sigma[m,t] * z[m,t,c])),  z ~ Normal(0, 1)
+    mu[m,t]          = alpha + a[m] + b[t] + ab[m,t]                      (competence, logit scale)
+    log sigma[m,t]   = gamma0 + gamma1 * (mu[m,t] - c0) + u[m] + v[t] + e[m,t]
+
+``sigma[m,t]`` is the spread of the task's accuracy across perturbations on
+the logit scale: small sigma means robust. The competence covariate is the
+latent logit ``mu[m,t]`` (centred at the fixed constant ``c0``, the mean
+empirical logit of the data), not the observed accuracy: on the probability
+scale the binomial spread shrinks mechanically near 0 and 1, so a regression
+on accuracy would find "robustness" that is only the floor and ceiling of a
+proportion. On the logit scale a constant sigma means the same perturbation
+sensitivity at every competence level, so ``gamma1`` measures how much
+robustness changes with competence beyond that mechanical effect. Because
+``mu`` is a parameter, its uncertainty propagates into ``gamma1`` (errors in
+variables).
+
+Likelihoods:
+
+* ``binomial-collapsed`` (default): the exact binomial likelihood with each
+  perturbation's ``z`` integrated out by adaptive Gauss-Hermite quadrature
+  (:mod:`robustscope.models.quadrature`). Cells of one (model, task) pair
+  with the same counts have the same likelihood, so each distinct
+  ``(pair, n, k)`` is computed once and weighted by its multiplicity. This
+  removes the tens of thousands of per-cell latent variables that make the
+  exact model slow and hard to sample.
+* ``normal-logit``: the empirical logit ``log((k + 0.5) / (n - k + 0.5))`` of
+  each cell is normal with variance ``sigma^2`` plus the binomial sampling
+  variance. Fast, but the +0.5 correction pulls accuracies of 0 and 1
+  inwards, which biases competence and spread for pairs near the floor or
+  ceiling. Kept for comparison.
+
+Model, task and model-by-task effects are zero-sum (``ZeroSumNormal``), so
+``alpha`` and ``gamma0`` are the grand means and the effects are deviations
+from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import xarray as xr
+
+from .. import tensor as _tensor
+from .._logging import get_logger
+from ..errors import RobustscopeError
+from ..specs import ModelSpec, Prior
+from .quadrature import marginal_logp
+
+log = get_logger("models.location_scale")
+
+
+@dataclass
+class LocationScaleData:
+    """Arrays the location-scale model is built from.
+
+    A *pair* is an observed (model, task) combination. Cells are the
+    observed (model, task, perturbation) combinations; ``unique_*`` arrays
+    hold each distinct (pair, n_total, n_correct) once with its multiplicity.
+    """
+
+    models: list[str]
+    tasks: list[str]
+    pair_model: np.ndarray
+    pair_task: np.ndarray
+    cell_pair: np.ndarray
+    cell_k: np.ndarray
+    cell_n: np.ndarray
+    unique_pair: np.ndarray
+    unique_k: np.ndarray
+    unique_n: np.ndarray
+    unique_count: np.ndarray
+    competence_center: float
+    pair_empirical_logit: np.ndarray
+    pair_perturbations: np.ndarray
+    pair_boundary_share: np.ndarray
+    pair_excess_variance: np.ndarray
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pair_model)
+
+    @property
+    def pair_labels(self) -> list[str]:
+        return [f"{self.models[m]} | {self.tasks[t]}" for m, t in zip(self.pair_model, self.pair_task, strict=True)]
+
+    def pair_index(self) -> pd.DataFrame:
+        """Return a table of pairs: ``pair`` label, ``model`` and ``task``."""
+        return pd.DataFrame(
+            {
+                "pair": self.pair_labels,
+                "model": [self.models[m] for m in self.pair_model],
+                "task": [self.tasks[t] for t in self.pair_task],
+            }
+        )
+
+
+def empirical_logit(k: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Return ``log((k + 0.5) / (n - k + 0.5))``, the logit with the usual half-count correction."""
+    return np.log((k + 0.5) / (n - k + 0.5))
+
+
+def prepare_data(ds: xr.Dataset, *, min_perturbations: int = 2) -> LocationScaleData:
+    """Collect the observed cells of a binary-metric tensor into model arrays.
+
+    Pairs observed under fewer than ``min_perturbations`` perturbations carry
+    no information about spread and are excluded (they are logged and listed
+    in ``extras["excluded_pairs"]``).
+
+    Raises
+    ------
+    RobustscopeError
+        When the tensor holds a continuous metric (the binomial likelihood
+        needs counts) or fewer than two models or tasks remain.
+    """
+    if ds.attrs.get("metric_kind") != "binary" or "n_correct" not in ds:
+        raise RobustscopeError(
+            f"the location-scale model needs counts of correct answers, but tensor {ds.attrs.get('dataset')!r} "
+            f"holds the continuous metric {ds.attrs.get('metric')!r}; ingest counts (for example with n_examples=) instead"
+        )
+    cells = _tensor.observed_cells(ds)
+    per_pair = cells.groupby(["model", "task"], sort=False).size()
+    too_few = per_pair[per_pair < min_perturbations]
+    if len(too_few):
+        log.warning(
+            "%d (model, task) pairs have fewer than %d perturbations and are left out of the model",
+            len(too_few),
+            min_perturbations,
+        )
+        keep = cells.set_index(["model", "task"]).index.isin(per_pair[per_pair >= min_perturbations].index)
+        cells = cells.loc[keep]
+    models = [m for m in ds["model"].values.tolist() if m in set(cells["model"])]
+    tasks = [t for t in ds["task"].values.tolist() if t in set(cells["task"])]
+    if len(models) < 2 or len(tasks) < 2:
+        raise RobustscopeError(
+            f"the location-scale model needs at least two models and two tasks with observed cells; found {len(models)} models and {len(tasks)} tasks"
+        )
+
+    model_code = pd.Categorical(cells["model"], categories=models).codes
+    task_code = pd.Categorical(cells["task"], categories=tasks).codes
+    pair_key = model_code.astype(np.int64) * len(tasks) + task_code
+    pair_values, cell_pair = np.unique(pair_key, return_inverse=True)
+    pair_model = (pair_values // len(tasks)).astype(np.int64)
+    pair_task = (pair_values % len(tasks)).astype(np.int64)
+    cell_k = cells["n_correct"].to_numpy(np.int64)
+    cell_n = cells["n_total"].to_numpy(np.int64)
+
+    stacked = np.stack([cell_pair, cell_n, cell_k], axis=1)
+    unique_rows, unique_count = np.unique(stacked, axis=0, return_counts=True)
+    logits = empirical_logit(cell_k, cell_n)
+    counts = np.bincount(cell_pair)
+    pair_logit = np.bincount(cell_pair, weights=logits) / counts
+    boundary = (cell_k == 0) | (cell_k == cell_n)
+    accuracy = cell_k / cell_n
+    pair_accuracy = np.bincount(cell_pair, weights=accuracy) / counts
+    observed_variance = np.bincount(cell_pair, weights=(accuracy - pair_accuracy[cell_pair]) ** 2) / np.maximum(counts - 1, 1)
+    binomial_variance = np.bincount(cell_pair, weights=accuracy * (1 - accuracy) / cell_n) / counts
+    return LocationScaleData(
+        models=models,
+        tasks=tasks,
+        pair_model=pair_model,
+        pair_task=pair_task,
+        cell_pair=cell_pair.astype(np.int64),
+        cell_k=cell_k,
+        cell_n=cell_n,
+        unique_pair=unique_rows[:, 0],
+        unique_k=unique_rows[:, 2],
+        unique_n=unique_rows[:, 1],
+        unique_count=unique_count.astype(np.int64),
+        competence_center=float(np.mean(pair_logit)),
+        pair_empirical_logit=pair_logit,
+        pair_perturbations=counts,
+        pair_boundary_share=np.bincount(cell_pair, weights=boundary) / counts,
+        pair_excess_variance=observed_variance / np.maximum(binomial_variance, 1e-12),
+        extras={"excluded_pairs": [f"{m} | {t}" for m, t in too_few.index]},
+    )
+
+
+# A pair's spread is weakly identified when its accuracies vary across
+# perturbations by less than twice the binomial sampling variance, or when
+# half or more of its cells are at 0 or n correct answers.
+WEAK_EXCESS_VARIANCE = 2.0
+WEAK_BOUNDARY_SHARE = 0.5
+
+
+def weakly_identified(data: LocationScaleData) -> tuple[np.ndarray, np.ndarray]:
+    """Return boolean masks of pairs whose ``mu`` and whose ``log_sigma`` the data identify weakly.
+
+    Weakly identified parameters are sampled non-centred (their posterior is
+    close to the hierarchical prior, which a centred parameterization turns
+    into a funnel) and the others centred (their likelihood is sharp, which a
+    non-centred parameterization turns into a narrow ridge).
+    """
+    weak_location = data.pair_boundary_share >= WEAK_BOUNDARY_SHARE
+    weak_scale = weak_location | (data.pair_excess_variance < WEAK_EXCESS_VARIANCE)
+    return weak_location, weak_scale
+
+
+def _mixed_normal(name: str, loc: pt.TensorVariable, sd: pt.TensorVariable, weak: np.ndarray, n: int) -> pt.TensorVariable:
+    """Normal(loc, sd) per pair: centred where ``weak`` is False, non-centred where True."""
+    strong_index = np.flatnonzero(~weak)
+    weak_index = np.flatnonzero(weak)
+    value = pt.zeros(n)
+    if len(strong_index):
+        centred = pm.Normal(f"{name}_centered", mu=loc[strong_index], sigma=sd, shape=len(strong_index))
+        value = pt.set_subtensor(value[strong_index], centred)
+    if len(weak_index):
+        raw = pm.Normal(f"{name}_raw", 0.0, 1.0, shape=len(weak_index))
+        value = pt.set_subtensor(value[weak_index], loc[weak_index] + sd * raw)
+    return pm.Deterministic(name, value, dims="pair")
+
+
+def _prior(name: str, spec: ModelSpec, **kwargs: Any) -> pt.TensorVariable:
+    prior: Prior = spec.prior(name)
+    if prior.dist == "normal":
+        return pm.Normal(name, mu=prior.mu, sigma=prior.sigma, **kwargs)
+    if prior.dist == "halfnormal":
+        return pm.HalfNormal(name, sigma=prior.sigma, **kwargs)
+    if prior.dist == "exponential":
+        return pm.Exponential(name, lam=prior.lam, **kwargs)
+    raise RobustscopeError(f"unsupported prior distribution {prior.dist!r} for {name!r}")
+
+
+def _group_effect(name: str, sd_name: str, dim: str, spec: ModelSpec, noncentered: bool) -> pt.TensorVariable:
+    sd = _prior(sd_name, spec)
+    if noncentered:
+        raw = pm.ZeroSumNormal(f"{name}_raw", sigma=1.0, dims=dim)
+        return pm.Deterministic(name, sd * raw, dims=dim)
+    return pm.ZeroSumNormal(name, sigma=sd, dims=dim)
+
+
+def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
+    """Return the PyMC model for ``data`` as ``spec`` declares it.
+
+    Parameters are on the logit scale (``mu``, ``alpha``, ``a_model``,
+    ``b_task``) and on the log scale of the logit spread (``log_sigma``,
+    ``gamma0``, ``gamma1`` per logit of competence, ``u_model``, ``v_task``).
+    """
+    if spec.competence == "spline":
+        raise RobustscopeError("the spline competence term is not available in this model family; use 'linear' or 'none'")
+    coords = {"model": data.models, "task": data.tasks, "pair": data.pair_labels}
+    noncentered = spec.parameterization in ("noncentered", "auto")
+    if spec.parameterization == "auto":
+        weak_location, weak_scale = weakly_identified(data)
+    else:
+        weak_location = np.full(data.n_pairs, spec.parameterization == "noncentered")
+        weak_scale = weak_location
+    pair_model = data.pair_model
+    pair_task = data.pair_task
+    with pm.Model(coords=coords) as model:
+        pm.Data("pair_model", pair_model, dims="pair")
+        pm.Data("pair_task", pair_task, dims="pair")
+
+        # Location: competence on the logit scale.
+        alpha = _prior("alpha", spec)
+        location = alpha + pt.zeros(data.n_pairs)
+        if "model" in spec.location_terms:
+            location = location + _group_effect("a_model", "sd_model", "model", spec, noncentered)[pair_model]
+        if "task" in spec.location_terms:
+            location = location + _group_effect("b_task", "sd_task", "task", spec, noncentered)[pair_task]
+        if "model:task" in spec.location_terms:
+            sd_pair = _prior("sd_model_task", spec)
+            mu = _mixed_normal("mu", location, sd_pair, weak_location, data.n_pairs)
+        else:
+            mu = pm.Deterministic("mu", location, dims="pair")
+
+        # Scale: log of the logit spread across perturbations.
+        gamma0 = _prior("gamma0", spec)
+        scale = gamma0 + pt.zeros(data.n_pairs)
+        if "competence" in spec.scale_terms and spec.competence == "linear":
+            gamma1 = _prior("gamma1", spec)
+            scale = scale + gamma1 * (mu - data.competence_center)
+        if "model" in spec.scale_terms:
+            scale = scale + _group_effect("u_model", "sd_u", "model", spec, noncentered)[pair_model]
+        if "task" in spec.scale_terms:
+            scale = scale + _group_effect("v_task", "sd_v", "task", spec, noncentered)[pair_task]
+        if "residual" in spec.scale_terms:
+            sd_e = _prior("sd_e", spec)
+            log_sigma = _mixed_normal("log_sigma", scale, sd_e, weak_scale, data.n_pairs)
+        else:
+            log_sigma = pm.Deterministic("log_sigma", scale, dims="pair")
+
+        pm.Potential("likelihood", pt.sum(pair_loglik(mu, log_sigma, data, spec, xp=pt)))
+    return model
+
+
+def pair_loglik(mu: Any, log_sigma: Any, data: LocationScaleData, spec: ModelSpec, xp: Any = np) -> Any:
+    """Return the log likelihood of each pair's cells, summed within the pair.
+
+    ``mu`` and ``log_sigma`` have the pair axis last (NumPy arrays may carry
+    leading draw axes). With ``xp=numpy`` this is the pointwise log
+    likelihood used for PSIS-LOO, with one observation per (model, task)
+    pair.
+    """
+    if spec.likelihood == "binomial-collapsed":
+        per_unique = marginal_logp(
+            mu[..., data.unique_pair], log_sigma[..., data.unique_pair], data.unique_k, data.unique_n, spec.quadrature_nodes, xp
+        )
+        per_unique = per_unique * data.unique_count
+        index = data.unique_pair
+    else:
+        y = empirical_logit(data.cell_k, data.cell_n)
+        variance = 1.0 / ((data.cell_k + 0.5) * (data.cell_n - data.cell_k + 0.5) / (data.cell_n + 1.0))
+        total_var = xp.exp(2.0 * log_sigma[..., data.cell_pair]) + variance
+        per_unique = -0.5 * (np.log(2 * np.pi) + xp.log(total_var) + (y - mu[..., data.cell_pair]) ** 2 / total_var)
+        index = data.cell_pair
+    if xp is np:
+        out = np.zeros(per_unique.shape[:-1] + (data.n_pairs,))
+        np.add.at(out, (..., index), per_unique)
+        return out
+    return pt.zeros(data.n_pairs)[index].inc(per_unique)

@@ -1,0 +1,66 @@
+"""The machine-readable summary of one fit (``summary.json``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import xarray as xr
+
+from .. import decompose
+from ..diagnostics import check_fit, summarize
+from ..metrics.descriptive import pair_metrics
+from ..metrics.regression import ols_and_spearman, published_reference
+
+
+def build_summary(trace: xr.DataTree, tensor: xr.Dataset | None = None, robustness: str = "accuracy_sd") -> dict[str, Any]:
+    """Return the summary dictionary of a fit: counts, diagnostics, variance shares, effects, descriptive statistics.
+
+    ``robustness`` names the descriptive spread measure regressed on
+    competence for the published-style figures.
+    """
+    posterior = trace["posterior"].to_dataset()
+    checks = check_fit(trace)
+    manifest = json.loads(trace.attrs.get("manifest", "{}") or "{}")
+    constant = trace["constant_data"].to_dataset()
+    shares = decompose.share_table(posterior)
+    counts = {
+        "models": int(constant.sizes["model"]),
+        "tasks": int(constant.sizes["task"]),
+        "pairs": int(constant.sizes["pair"]),
+        "cells": int(constant["pair_perturbations"].sum()),
+        "perturbations": int(tensor.sizes["perturbation"]) if tensor is not None else None,
+        "rows_read": manifest.get("rows", {}).get("read"),
+        "rows_kept": manifest.get("rows", {}).get("kept"),
+        "rows_dropped": manifest.get("rows", {}).get("dropped"),
+        "dropped": manifest.get("dropped_rows_by_reason", {}),
+        "dropped_cells": manifest.get("dropped_cells_by_reason", {}),
+        "excluded_pairs": json.loads(trace.attrs.get("excluded_pairs", "[]")),
+    }
+    summary: dict[str, Any] = {
+        "dataset": trace.attrs.get("dataset"),
+        "metric": trace.attrs.get("metric"),
+        "model_spec": trace.attrs.get("spec_name"),
+        "counts": counts,
+        "diagnostics": summarize(checks),
+        "variance_shares": {name: row.to_dict() for name, row in shares.iterrows()},
+        "bayes_r2": decompose.interval_summary(posterior["bayes_r2"]),
+        "competence_effect": decompose.interval_summary(posterior["gamma1"]) if "gamma1" in posterior else None,
+        "competence_effect_units": "change in log sigma (log of the logit spread) per one logit of competence",
+        "sampler": {
+            "name": trace.attrs.get("sampler"),
+            "seed": trace.attrs.get("seed"),
+            "chains": trace.attrs.get("chains"),
+            "draws": trace.attrs.get("draws"),
+            "tune": trace.attrs.get("tune"),
+        },
+        "timings": json.loads(trace.attrs.get("timings", "{}")),
+        "versions": json.loads(trace.attrs.get("versions", "{}")),
+        "tensor_hash": trace.attrs.get("tensor_hash"),
+        "caveat": trace.attrs.get("caveat") or None,
+        "published_reference": published_reference(),
+    }
+    if tensor is not None and "n_correct" in tensor:
+        table = pair_metrics(tensor)
+        summary["descriptive"] = ols_and_spearman(table, robustness=robustness)
+    return summary
