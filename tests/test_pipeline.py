@@ -66,7 +66,7 @@ def test_posterior_records_provenance(run_output):
     for key in ("tensor_hash", "spec", "seed", "versions", "timings"):
         assert key in trace.attrs
     assert "log_likelihood" in trace.children
-    assert trace["log_likelihood"]["pair"].sizes["pair"] == 22
+    assert trace["log_likelihood"]["n_correct"].sizes["pair"] == 22
 
 
 @pytest.mark.slow

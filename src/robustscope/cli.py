@@ -62,10 +62,16 @@ def _add_loader_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default="location-scale", help="model specification: a name in models/ or a YAML path (default: location-scale)")
     parser.add_argument("--chains", type=int, help="number of chains (default: the specification's, 4)")
-    parser.add_argument("--draws", type=int, help="draws per chain after tuning (default: the specification's, 1000)")
-    parser.add_argument("--tune", type=int, help="tuning steps per chain (default: the specification's, 1000)")
+    parser.add_argument("--draws", type=int, help="draws per chain after tuning (default: the specification's)")
+    parser.add_argument("--tune", type=int, help="tuning steps per chain (default: the specification's)")
     parser.add_argument("--seed", type=int, help="random seed of the sampler (default: the specification's)")
     parser.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="reuse fits stored in DIR, keyed by a hash of the tensor, specification, sampler settings and package versions (default: no cache)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="with --cache-dir: fit again and replace the stored fit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,9 +152,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         ingest(_source(args), args.format, output=args.output, **_loader_options(args))
         return 0
     if args.command == "fit":
-        from .fit import fit
+        settings = {"chains": args.chains, "draws": args.draws, "tune": args.tune, "seed": args.seed, "output": args.output, "progress": not args.no_progress}
+        if args.cache_dir:
+            from .cache import cached_fit
 
-        fit(args.tensor, args.spec, chains=args.chains, draws=args.draws, tune=args.tune, seed=args.seed, output=args.output, progress=not args.no_progress)
+            cached_fit(args.tensor, args.spec, cache_dir=args.cache_dir, no_cache=args.no_cache, **settings)
+        else:
+            from .fit import fit
+
+            fit(args.tensor, args.spec, **settings)
         return 0
     if args.command == "report":
         from .pipeline import report
@@ -171,6 +183,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             seed=args.seed,
             accept_failed=args.accept_failed,
             progress=not args.no_progress,
+            cache_dir=args.cache_dir,
+            no_cache=args.no_cache,
             **_loader_options(args),
         )
         return 0

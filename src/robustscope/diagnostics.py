@@ -10,6 +10,7 @@ sampler.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from ._logging import get_logger
+from .fit import LOGLIK_VARIABLE
 
 log = get_logger("diagnostics")
 
@@ -112,12 +114,15 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
         rows.append(_row("bfmi_min", None, f">= {thresholds.bfmi_min}", "not applicable", "no energy in sample_stats"))
 
     if "log_likelihood" in trace.children:
-        result = az.loo(trace, var_name="pair", pointwise=True)
+        with warnings.catch_warnings():
+            # The Pareto k values are reported below, with the threshold for this sample size.
+            warnings.simplefilter("ignore", UserWarning)
+            result = az.loo(trace, var_name=LOGLIK_VARIABLE, pointwise=True)
         pareto_k = np.asarray(result.pareto_k)
         good_k = float(result.good_k)
         high = int(np.sum(pareto_k > good_k))
         worst = int(np.argmax(pareto_k))
-        pair = str(trace["log_likelihood"]["pair"]["pair"].values[worst])
+        pair = str(trace["log_likelihood"][LOGLIK_VARIABLE]["pair"].values[worst])
         rows.append(
             _row(
                 "pareto_k_max",

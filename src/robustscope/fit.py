@@ -2,8 +2,8 @@
 
 The returned :class:`xarray.DataTree` has the groups ``posterior`` (model
 parameters plus the variance shares of :mod:`robustscope.decompose`),
-``sample_stats``, ``log_likelihood`` (one value per (model, task) pair and
-draw, for PSIS-LOO), ``posterior_predictive`` (the replicated spread of each
+``sample_stats``, ``log_likelihood`` (variable ``n_correct``: one value per
+(model, task) pair and draw, for PSIS-LOO), ``posterior_predictive`` (the replicated spread of each
 pair's accuracy across perturbations), ``observed_data`` (the observed
 spread) and ``constant_data`` (pair indices). Its attributes record the
 tensor hash, the specification, the sampler, the seed, package versions and
@@ -37,6 +37,9 @@ log = get_logger("fit")
 DEFAULT_SPEC = "location-scale"
 # Posterior predictive checks use at most this many draws (thinned evenly).
 PPC_DRAWS = 1000
+# Name of the pointwise log likelihood in the log_likelihood group: the counts
+# of correct answers, summed within each (model, task) pair.
+LOGLIK_VARIABLE = "n_correct"
 # Pointwise log likelihood is computed in chunks of this many draws.
 LOGLIK_CHUNK = 100
 VERSION_PACKAGES = ("robustscope", "pymc", "pytensor", "nutpie", "arviz", "arviz-stats", "numpy", "xarray")
@@ -128,7 +131,7 @@ def pointwise_loglik(posterior: xr.Dataset, data: LocationScaleData, spec: Model
         out.reshape(chains, draws, pairs),
         dims=("chain", "draw", "pair"),
         coords={"chain": posterior["chain"], "draw": posterior["draw"], "pair": posterior["pair"]},
-        name="pair",
+        name=LOGLIK_VARIABLE,
     )
 
 
@@ -230,19 +233,11 @@ def fit(
     start = time.perf_counter()
     loglik = pointwise_loglik(posterior, data, model_spec)
     timings["loglik_seconds"] = time.perf_counter() - start
-    trace["log_likelihood"] = xr.DataTree(xr.Dataset({"pair": loglik}))
+    trace["log_likelihood"] = xr.DataTree(xr.Dataset({LOGLIK_VARIABLE: loglik}))
     trace["posterior_predictive"] = xr.DataTree(xr.Dataset({"spread": posterior_predictive_spread(posterior, data, model_spec.sampler.seed)}))
     observed_spread = pair_spread(data.cell_k.astype(float), data.cell_n, data.cell_pair, data.n_pairs)
     pair_coord = {"pair": posterior["pair"].values}
-    trace["observed_data"] = xr.DataTree(
-        xr.Dataset(
-            {
-                "spread": ("pair", observed_spread),
-                "pair": ("pair", np.zeros(data.n_pairs)),
-            },
-            coords=pair_coord,
-        ).drop_vars("pair").assign_coords(pair_coord)
-    )
+    trace["observed_data"] = xr.DataTree(xr.Dataset({"spread": ("pair", observed_spread)}, coords=pair_coord))
     accuracy = np.bincount(data.cell_pair, weights=data.cell_k / data.cell_n) / data.pair_perturbations
     trace["constant_data"] = xr.DataTree(
         xr.Dataset(

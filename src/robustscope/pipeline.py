@@ -9,6 +9,7 @@ import xarray as xr
 
 from . import tensor as _tensor
 from ._logging import get_logger
+from .cache import cached_fit
 from .errors import DiagnosticsFailed
 from .fit import DEFAULT_SPEC, fit, load_posterior
 from .ingest import ingest
@@ -44,13 +45,17 @@ def run(
     seed: int | None = None,
     accept_failed: bool = False,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
+    no_cache: bool = False,
     **loader_options: Any,
 ) -> dict[str, Any]:
     """Ingest ``source``, fit ``spec``, check the fit and write the report into ``output``.
 
     Writes ``tensor.nc`` with ``tensor.manifest.json``, ``posterior.nc``,
     ``report.html``, ``report.md``, ``summary.json`` and ``figures/``, each
-    atomically.
+    atomically. With ``cache_dir``, a fit of the same tensor, specification,
+    sampler settings and package versions is reused from there (``no_cache``
+    forces a new fit and replaces the cached one).
 
     Raises
     ------
@@ -63,7 +68,11 @@ def run(
     ds = ingest(source, format, **loader_options)
     _tensor.save(ds, tensor_path)
     write_manifest(ds.attrs["manifest"], manifest_path(tensor_path))
-    trace = fit(ds, spec, chains=chains, draws=draws, tune=tune, seed=seed, output=output / POSTERIOR_FILE, progress=progress)
+    settings = {"chains": chains, "draws": draws, "tune": tune, "seed": seed, "output": output / POSTERIOR_FILE, "progress": progress}
+    if cache_dir is not None:
+        trace, _ = cached_fit(ds, spec, cache_dir=cache_dir, no_cache=no_cache, **settings)
+    else:
+        trace = fit(ds, spec, **settings)
     summary = write_report(trace, output, tensor=ds)
     if not summary["diagnostics"]["passed"] and not accept_failed:
         raise DiagnosticsFailed(

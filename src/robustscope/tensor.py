@@ -57,7 +57,7 @@ TENSOR_FORMAT_VERSION = 1
 def natural_key(label: object) -> tuple:
     """Sort key that orders ``"2"`` before ``"10"`` and keeps text order otherwise."""
     text = str(label)
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part)
+    return tuple((0, int(part), "") if part.isdecimal() else (1, 0, part) for part in re.split(r"(\d+)", text) if part)
 
 
 def _sorted_labels(values: Iterable[object]) -> list[str]:
@@ -142,7 +142,7 @@ def _info_coords(
     shape = tuple(len(labels[d]) for d in index_dims)
     for column in table.columns:
         values = table[column]
-        if pd.api.types.is_bool_dtype(values.dtype) or values.dropna().map(type).eq(bool).all() and values.notna().any():
+        if pd.api.types.is_bool_dtype(values.dtype) or values.dropna().map(lambda v: isinstance(v, (bool, np.bool_))).all() and values.notna().any():
             array = values.fillna(False).astype(bool).to_numpy()
         elif pd.api.types.is_numeric_dtype(values.dtype):
             array = values.astype(float).to_numpy()
@@ -587,6 +587,11 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
     """Write the tensor to ``path`` as NetCDF (HDF5) atomically and return the path."""
     validate(ds)
     path = Path(path)
+    for name in ds.coords:
+        if ds[name].dtype == object:
+            for label in ds[name].values.ravel():
+                if isinstance(label, str) and "\x00" in label:
+                    raise InputError("label contains a NUL character, which NetCDF cannot store", path=path, column=str(name), value=label)
     encoded = _encode_attrs(ds)
     with atomic_path(path) as tmp:
         encoded.to_netcdf(tmp, engine="h5netcdf")

@@ -182,7 +182,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise InputError("file is empty", path=path, hint="pass a table with a header row and data rows")
     separator = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        frame = pd.read_csv(path, sep=separator, dtype=str)
+        frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError as error:
         raise InputError("file has no header or rows", path=path) from error
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
@@ -197,7 +197,7 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         raise InputError("file is empty", path=path, hint="pass a file with one JSON object per line")
     records: list[dict[str, Any]] = []
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8-sig") as stream:
             for number, line in enumerate(stream, start=1):
                 if not line.strip():
                     continue

@@ -80,12 +80,20 @@ def _read_metadata(root: Path, benchmark: str, task: str) -> tuple[dict[int, dic
     metadata: dict[int, dict[str, Any]] = {}
     if aggregated.is_file():
         try:
-            payload = json.loads(aggregated.read_text(encoding="utf-8"))
+            payload = json.loads(aggregated.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as error:
             raise InputError(f"invalid JSON: {error}", path=aggregated) from error
-        entries = payload.get("paraphrases", payload)
+        entries = payload.get("paraphrases", payload) if isinstance(payload, dict) else payload
+        if not isinstance(entries, dict):
+            raise InputError("expected an object mapping paraphrase indices to entries", path=aggregated, value=type(entries).__name__)
         for key, entry in entries.items():
-            metadata[int(key)] = {
+            try:
+                index = int(key)
+            except ValueError:
+                raise InputError("paraphrase index is not a whole number", path=aggregated, value=key) from None
+            if not isinstance(entry, dict):
+                raise InputError("paraphrase entry is not an object", path=aggregated, value=key)
+            metadata[index] = {
                 "paraphrase": str(entry.get("template", "")),
                 "generation_method": str(entry.get("method", "")),
                 "valid": bool(entry.get("correct", False)),
@@ -177,6 +185,10 @@ def _read_task(
     if indices.isna().any():
         position = int(np.flatnonzero(indices.isna().to_numpy())[0])
         raise InputError("paraphrase index is not a number", path=path, row=position + 1, column=INDEX_COLUMN, value=frame[INDEX_COLUMN].iloc[position])
+    fractional = indices != np.round(indices)
+    if fractional.any():
+        position = int(np.flatnonzero(fractional.to_numpy())[0])
+        raise InputError("paraphrase index is not a whole number", path=path, row=position + 1, column=INDEX_COLUMN, value=frame[INDEX_COLUMN].iloc[position])
 
     values = np.empty((len(frame), len(model_columns)))
     for j, column in enumerate(model_columns):
@@ -312,6 +324,12 @@ def load(
         raise InputError("no accuracy files found", path=root / ACCURACY_DIR, hint="expected <benchmark>/<task>.csv files")
 
     records = pd.concat(cell_frames, ignore_index=True)
+    if records.empty:
+        raise InputError(
+            "no accuracy values left after dropping invalid paraphrases and empty cells",
+            path=root / ACCURACY_DIR,
+            hint="check the files or pass include_invalid=True",
+        )
     ds = _tensor.from_counts(
         records,
         dataset=dataset,

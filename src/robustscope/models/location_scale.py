@@ -119,7 +119,7 @@ def prepare_data(ds: xr.Dataset, *, min_perturbations: int = 2) -> LocationScale
     Raises
     ------
     RobustscopeError
-        When the tensor holds a continuous metric (the binomial likelihood
+        When the tensor contains a continuous metric (the binomial likelihood
         needs counts) or fewer than two models or tasks remain.
     """
     if ds.attrs.get("metric_kind") != "binary" or "n_correct" not in ds:

@@ -125,7 +125,12 @@ def _findings(summary: dict[str, Any]) -> list[str]:
     lines = []
     effect = summary.get("competence_effect")
     if effect:
-        direction = "narrows" if effect["upper"] < 0 else "widens" if effect["lower"] > 0 else "has no clear effect on"
+        if effect["upper"] < 0:
+            direction = "narrows"
+        elif effect["lower"] > 0:
+            direction = "widens"
+        else:
+            direction = "has no clear effect on"
         lines.append(
             f"Competence {direction} the spread across perturbations: gamma1 = {_interval(effect)} "
             "(change in log sigma per logit of competence; 89% interval)."
