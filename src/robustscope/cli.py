@@ -112,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--policy", default="error", choices=["error", "first", "last", "mean"], help="what to do with conflicting duplicate cells (default: error)")
     _add_loader_arguments(add)
 
+    compare = commands.add_parser("compare", help="compare two or more fits side by side (HTML, Markdown, JSON, figures)")
+    compare.add_argument("fits", nargs="+", help="posterior files written by `robustscope fit` or `robustscope run`")
+    compare.add_argument("-o", "--output", required=True, help="folder to write compare.html, compare.md, compare.json and figures/ into")
+    compare.add_argument("--label", action="append", help="name of each fit in the report, in the order given (default: the file names); repeatable")
+    compare.add_argument("--seed", type=int, default=0, help="seed for pairing the draws of independent fits (default: 0)")
+
+    check = commands.add_parser("check", help="check whether new models or tasks are as robust as their competence predicts")
+    check.add_argument("fit", help="posterior file of the fit to check against")
+    check.add_argument("source", nargs="+", help="results of the new models or tasks, in the loader's format")
+    check.add_argument("-o", "--output", required=True, help="folder to write check.html, check.md and check.json into")
+    check.add_argument("--prob", type=float, default=0.89, help="mass of the central predictive interval; observations outside it are flagged (default: 0.89)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the predictive simulation (default: 0)")
+    check.add_argument("--refit", action="store_true", help="also merge the new results into the fitted tensor, refit, and write a before-and-after comparison")
+    check.add_argument("--tensor", help="with --refit: the tensor the fit was made from (default: tensor.nc beside the posterior)")
+    _add_loader_arguments(check)
+
     commands.add_parser("formats", help="list the registered loaders")
     commands.add_parser("specs", help="list the model specifications found in models/")
     return parser
@@ -187,6 +203,23 @@ def _dispatch(args: argparse.Namespace) -> int:
             no_cache=args.no_cache,
             **_loader_options(args),
         )
+        return 0
+    if args.command == "compare":
+        from .report.compare import compare
+
+        compare(args.fits, args.output, labels=args.label, seed=args.seed)
+        return 0
+    if args.command == "check":
+        from .check import check_and_refit, check_new, write_check_report
+        from .ingest import ingest
+
+        new = ingest(_source(args), args.format, **_loader_options(args))
+        if args.refit:
+            tensor = args.tensor or str(Path(args.fit).with_name("tensor.nc"))
+            check_and_refit(args.fit, tensor, new, args.output, prob=args.prob, seed=args.seed)
+        else:
+            table = check_new(args.fit, new, prob=args.prob, seed=args.seed)
+            write_check_report(table, args.output, fit=args.fit)
         return 0
     if args.command == "add":
         from .ingest.merge import add_files
