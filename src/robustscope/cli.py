@@ -59,11 +59,18 @@ def _add_loader_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--option", action="append", metavar="KEY=VALUE", help="any other loader keyword argument; VALUE is read as JSON when it parses; repeatable")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return value
+
+
 def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", default="location-scale", help="model specification: a name in models/ or a YAML path (default: location-scale)")
-    parser.add_argument("--chains", type=int, help="number of chains (default: the specification's, 4)")
-    parser.add_argument("--draws", type=int, help="draws per chain after tuning (default: the specification's)")
-    parser.add_argument("--tune", type=int, help="tuning steps per chain (default: the specification's)")
+    parser.add_argument("--chains", type=_positive_int, help="number of chains (default: the specification's, 4)")
+    parser.add_argument("--draws", type=_positive_int, help="draws per chain after tuning (default: the specification's)")
+    parser.add_argument("--tune", type=_positive_int, help="tuning steps per chain (default: the specification's)")
     parser.add_argument("--seed", type=int, help="random seed of the sampler (default: the specification's)")
     parser.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
     parser.add_argument(
@@ -242,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DIAGNOSTICS
     except RobustscopeError as error:
         log.error("%s", error)
+        return EXIT_ERROR
+    except OSError as error:
+        log.error("cannot read or write %s: %s", error.filename or "a file", error.strerror or error)
         return EXIT_ERROR
     except KeyboardInterrupt:
         log.error("interrupted; outputs already written are complete, none is half-written")

@@ -94,11 +94,20 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
     names = _parameter_names(posterior)
     rows = []
 
-    r_hat, r_hat_name = _worst(az.rhat(posterior[names]), largest=True)
-    rows.append(_row("r_hat_max", r_hat, f"<= {thresholds.r_hat_max}", "passed" if r_hat <= thresholds.r_hat_max else "failed", r_hat_name))
+    try:
+        r_hat, r_hat_name = _worst(az.rhat(posterior[names]), largest=True)
+        status = "passed" if r_hat <= thresholds.r_hat_max else "failed"
+    except ValueError as error:
+        r_hat, r_hat_name, status = None, f"R-hat could not be computed: {error}", "failed"
+    rows.append(_row("r_hat_max", r_hat, f"<= {thresholds.r_hat_max}", status, r_hat_name))
     for method in ("bulk", "tail"):
-        ess, ess_name = _worst(az.ess(posterior[names], method=method), largest=False)
-        rows.append(_row(f"ess_{method}_min", ess, f">= {thresholds.ess_min:.0f}", "passed" if ess >= thresholds.ess_min else "failed", ess_name))
+        try:
+            ess, ess_name = _worst(az.ess(posterior[names], method=method), largest=False)
+            status = "passed" if ess >= thresholds.ess_min else "failed"
+        except ValueError as error:
+            # ArviZ raises on degenerate draws (for example constant tails of a stuck chain).
+            ess, ess_name, status = None, f"ESS could not be computed: {error}", "failed"
+        rows.append(_row(f"ess_{method}_min", ess, f">= {thresholds.ess_min:.0f}", status, ess_name))
 
     stats = trace["sample_stats"].to_dataset() if "sample_stats" in trace.children else xr.Dataset()
     if "diverging" in stats:
@@ -113,11 +122,16 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
     else:
         rows.append(_row("bfmi_min", None, f">= {thresholds.bfmi_min}", "not applicable", "no energy in sample_stats"))
 
+    result = None
     if "log_likelihood" in trace.children:
-        with warnings.catch_warnings():
-            # The Pareto k values are reported below, with the threshold for this sample size.
-            warnings.simplefilter("ignore", UserWarning)
-            result = az.loo(trace, var_name=LOGLIK_VARIABLE, pointwise=True)
+        try:
+            with warnings.catch_warnings():
+                # The Pareto k values are reported below, with the threshold for this sample size.
+                warnings.simplefilter("ignore", UserWarning)
+                result = az.loo(trace, var_name=LOGLIK_VARIABLE, pointwise=True)
+        except ValueError as error:
+            rows.append(_row("pareto_k_max", None, "<= 0.7", "warning", f"PSIS-LOO could not be computed: {error}"))
+    if result is not None:
         pareto_k = np.asarray(result.pareto_k)
         good_k = float(result.good_k)
         high = int(np.sum(pareto_k > good_k))
@@ -132,7 +146,7 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
                 f"{high} of {pareto_k.size} pairs above the threshold; worst: {pair}",
             )
         )
-    else:
+    elif "log_likelihood" not in trace.children:
         rows.append(_row("pareto_k_max", None, "<= 0.7", "not applicable", "no log_likelihood group"))
 
     if "posterior_predictive" in trace.children and "observed_data" in trace.children:

@@ -148,3 +148,14 @@ def test_missing_folder():
 def test_unknown_task_is_reported(multi_prompt_dir):
     with pytest.raises(InputError, match="not found: no_such_task"):
         ingest(multi_prompt_dir, "multi-prompt", tasks=["no_such_task"])
+
+
+def test_add_merges_nested_tasks(multi_prompt_dir):
+    from robustscope.ingest.merge import add
+
+    first = ingest(multi_prompt_dir, "multi-prompt", tasks=["snarks"])
+    second = ingest(multi_prompt_dir, "multi-prompt", tasks=["navigate"])
+    merged = add(first, second)
+    assert merged.sizes["task"] == 2
+    assert int(merged["observed"].sum()) == int(first["observed"].sum()) + int(second["observed"].sum())
+    assert "sarcastic" in str(merged["paraphrase"].sel(task="snarks", perturbation="1").values)

@@ -24,7 +24,9 @@ def _interval(values, prob=0.89):
     return np.quantile(flat, tail), np.quantile(flat, 1 - tail)
 
 
-@pytest.fixture(scope="module", params=["location-scale", "location-scale-fast"])
+# Only the exact likelihood is held to recovery: the normal-logit approximation
+# of location-scale-fast is biased near accuracies of 0 and 1 (docs/BENCHMARKS.md).
+@pytest.fixture(scope="module", params=["location-scale"])
 def spec(request):
     return load_spec(request.param)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,19 @@ def get_loader(name: str) -> Loader:
     return _REGISTRY[name]
 
 
+def _check_options(name: str, loader: Loader, options: dict[str, Any]) -> None:
+    """Raise a readable error for keyword options the loader does not take."""
+    parameters = inspect.signature(loader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [p for p in parameters if p != "source"]
+    for option in options:
+        if option not in parameters:
+            close = difflib.get_close_matches(option, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RobustscopeError(f"the {name} loader has no option {option!r}.{hint} Valid options: {', '.join(valid)}")
+
+
 def ingest(
     source: str | Path | list[str | Path],
     format: str = "multi-prompt",
@@ -115,6 +129,7 @@ def ingest(
         The tensor, with the manifest in ``attrs["manifest"]``.
     """
     loader = get_loader(format)
+    _check_options(format, loader, options)
     ds, report = loader(source, **options)
     manifest = report.finish(ds)
     if output is not None:

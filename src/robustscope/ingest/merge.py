@@ -103,10 +103,14 @@ def _merge_coords(old: xr.Dataset, new: xr.Dataset, labels: Mapping[str, list[st
         for ds in (old, new):
             if name not in ds.coords:
                 continue
-            frame = ds[name].to_dataframe(name=name)[[name]] if len(dims) > 1 else pd.DataFrame({name: ds[name].values}, index=[str(v) for v in ds[dims[0]].values])
+            # Built from the raw values: to_dataframe() on a coordinate also adds the
+            # coordinate itself as a column, which duplicates the column name.
+            values = ds[name].transpose(*dims).values.ravel()
             if len(dims) > 1:
-                frame.index = pd.MultiIndex.from_arrays([frame.index.get_level_values(d).map(str) for d in dims])
-            tables.append(frame)
+                index = pd.MultiIndex.from_product([[str(v) for v in ds[d].values] for d in dims])
+            else:
+                index = pd.Index([str(v) for v in ds[dims[0]].values])
+            tables.append(pd.DataFrame({name: values}, index=index))
         table = pd.concat(tables)
         table = table[~table.index.duplicated(keep="first")]
         full = labels[dims[0]] if len(dims) == 1 else pd.MultiIndex.from_product([labels[d] for d in dims])
