@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .check import check_and_refit, check_new, write_check_report  # noqa: E402
 from .diagnostics import check_fit  # noqa: E402
 from .fit import fit, load_posterior, save_posterior  # noqa: E402
 from .ingest import ingest, list_loaders, register_loader  # noqa: E402
@@ -21,6 +22,7 @@ from .ingest.merge import add, add_files  # noqa: E402
 from .metrics.descriptive import pair_metrics  # noqa: E402
 from .metrics.regression import ols_and_spearman  # noqa: E402
 from .pipeline import report, run  # noqa: E402
+from .report.compare import compare  # noqa: E402
 from .specs import list_specs, load_spec  # noqa: E402
 from .tensor import load as load_tensor  # noqa: E402
 from .tensor import save as save_tensor  # noqa: E402
@@ -29,7 +31,10 @@ __all__ = [
     "__version__",
     "add",
     "add_files",
+    "check_and_refit",
     "check_fit",
+    "check_new",
+    "compare",
     "fit",
     "ingest",
     "list_loaders",
@@ -44,4 +49,5 @@ __all__ = [
     "run",
     "save_posterior",
     "save_tensor",
+    "write_check_report",
 ]

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = commands.add_parser("fit", help="fit a model specification to a tensor and write the posterior (.nc)")
     fit.add_argument("tensor", help="tensor file written by `robustscope ingest`")
     fit.add_argument("-o", "--output", required=True, help="posterior file to write (NetCDF DataTree)")
+    fit.add_argument("--accept-failed", action="store_true", help="exit 0 even when the fit failed diagnostics (the posterior is written either way)")
     _add_sampler_arguments(fit)
 
     report = commands.add_parser("report", help="write the HTML and Markdown report, summary.json and figures of a posterior")
@@ -179,11 +180,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.cache_dir:
             from .cache import cached_fit
 
-            cached_fit(args.tensor, args.spec, cache_dir=args.cache_dir, no_cache=args.no_cache, **settings)
+            trace, _ = cached_fit(args.tensor, args.spec, cache_dir=args.cache_dir, no_cache=args.no_cache, **settings)
         else:
             from .fit import fit
 
-            fit(args.tensor, args.spec, **settings)
+            trace = fit(args.tensor, args.spec, **settings)
+        from .diagnostics import check_fit, log_checks, summarize
+
+        checks = check_fit(trace)
+        log_checks(checks)
+        diagnostics = summarize(checks)
+        if not diagnostics["passed"] and not args.accept_failed:
+            raise DiagnosticsFailed(f"the fit failed diagnostics ({', '.join(diagnostics['failed_checks'])}); the posterior was written to {args.output}")
         return 0
     if args.command == "report":
         from .pipeline import report

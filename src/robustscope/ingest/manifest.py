@@ -72,6 +72,11 @@ class IngestReport:
         self.rows_read += int(rows_read)
         self.rows_kept += int(rows_kept)
 
+    def add_metadata_file(self, path: str | Path) -> None:
+        """Record a file that was read for metadata only (no data rows), with its hash."""
+        path = Path(path)
+        self.files.append({"path": str(path), "sha256": sha256_file(path) if path.is_file() else None, "role": "metadata"})
+
     def drop(self, reason: str, *, rows: int = 1, cells: int = 0, where: str | None = None) -> None:
         """Count ``rows`` dropped rows (and ``cells`` dropped cells) for ``reason``."""
         if rows:

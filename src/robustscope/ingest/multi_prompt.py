@@ -74,11 +74,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _read_metadata(root: Path, benchmark: str, task: str) -> tuple[dict[int, dict[str, Any]], int | None]:
+def _read_metadata(root: Path, benchmark: str, task: str, report: IngestReport) -> tuple[dict[int, dict[str, Any]], int | None]:
     """Read paraphrase texts, methods and validity flags, and the stated example count."""
     aggregated = root / AGGREGATED_DIR / benchmark / f"{task}.json"
     metadata: dict[int, dict[str, Any]] = {}
     if aggregated.is_file():
+        report.add_metadata_file(aggregated)
         try:
             payload = json.loads(aggregated.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as error:
@@ -101,6 +102,7 @@ def _read_metadata(root: Path, benchmark: str, task: str) -> tuple[dict[int, dic
     stated: int | None = None
     attributes = root / PARAPHRASE_DIR / benchmark / f"{task}.csv"
     if attributes.is_file():
+        report.add_metadata_file(attributes)
         table = _read_csv(attributes)
         for _, row in table.iterrows():
             index = int(row["prompt idx"])
@@ -217,7 +219,7 @@ def _read_task(
             )
         values[:, j] = numeric.to_numpy(dtype=float)
 
-    metadata, stated = _read_metadata(root, benchmark, task)
+    metadata, stated = _read_metadata(root, benchmark, task, report)
     n_examples = _example_count(values, stated or DEFAULT_EXAMPLES, path, report, task)
 
     models = [str(c)[: -len(MODEL_SUFFIX)] for c in model_columns]
