@@ -153,6 +153,40 @@ def _info_coords(
     return coords
 
 
+def _finish(
+    ds: xr.Dataset,
+    *,
+    labels: Mapping[str, list[str]],
+    task_info: pd.DataFrame | None,
+    perturbation_info: pd.DataFrame | None,
+    structure: str,
+    dataset: str,
+    metric: str,
+    metric_kind: str,
+    dedup: Mapping[str, int],
+    attrs: Mapping[str, Any] | None,
+) -> xr.Dataset:
+    """Attach task and perturbation metadata and the defining attributes, then validate."""
+    ds = ds.assign_coords(_info_coords(task_info, labels, ("task",)))
+    perturbation_dims = ("task", "perturbation") if structure == "nested" else ("perturbation",)
+    ds = ds.assign_coords(_info_coords(perturbation_info, labels, perturbation_dims))
+    ds.attrs.update(
+        {
+            "dataset": dataset,
+            "metric": metric,
+            "metric_kind": metric_kind,
+            "perturbation_structure": structure,
+            "tensor_format_version": TENSOR_FORMAT_VERSION,
+            "duplicates_merged": dedup["duplicates_merged"],
+            "conflicts": dedup["conflicts"],
+        }
+    )
+    if attrs:
+        ds.attrs.update(attrs)
+    validate(ds)
+    return ds
+
+
 def from_counts(
     records: pd.DataFrame,
     *,
@@ -261,24 +295,18 @@ def from_counts(
         },
         coords={d: np.array(labels[d], dtype=object) for d in DIMS},
     )
-    ds = ds.assign_coords(_info_coords(task_info, labels, ("task",)))
-    perturbation_dims = ("task", "perturbation") if structure == "nested" else ("perturbation",)
-    ds = ds.assign_coords(_info_coords(perturbation_info, labels, perturbation_dims))
-    ds.attrs.update(
-        {
-            "dataset": dataset,
-            "metric": metric,
-            "metric_kind": "binary",
-            "perturbation_structure": structure,
-            "tensor_format_version": TENSOR_FORMAT_VERSION,
-            "duplicates_merged": dedup["duplicates_merged"],
-            "conflicts": dedup["conflicts"],
-        }
+    return _finish(
+        ds,
+        labels=labels,
+        task_info=task_info,
+        perturbation_info=perturbation_info,
+        structure=structure,
+        dataset=dataset,
+        metric=metric,
+        metric_kind="binary",
+        dedup=dedup,
+        attrs=attrs,
     )
-    if attrs:
-        ds.attrs.update(attrs)
-    validate(ds)
-    return ds
 
 
 def from_examples(
@@ -382,24 +410,18 @@ def from_examples(
         data_vars["n_total"] = (DIMS, n_total)
 
     ds = xr.Dataset(data_vars, coords=coords)
-    ds = ds.assign_coords(_info_coords(task_info, labels, ("task",)))
-    perturbation_dims = ("task", "perturbation") if structure == "nested" else ("perturbation",)
-    ds = ds.assign_coords(_info_coords(perturbation_info, labels, perturbation_dims))
-    ds.attrs.update(
-        {
-            "dataset": dataset,
-            "metric": metric,
-            "metric_kind": kind,
-            "perturbation_structure": structure,
-            "tensor_format_version": TENSOR_FORMAT_VERSION,
-            "duplicates_merged": dedup["duplicates_merged"],
-            "conflicts": dedup["conflicts"],
-        }
+    return _finish(
+        ds,
+        labels=labels,
+        task_info=task_info,
+        perturbation_info=perturbation_info,
+        structure=structure,
+        dataset=dataset,
+        metric=metric,
+        metric_kind=kind,
+        dedup=dedup,
+        attrs=attrs,
     )
-    if attrs:
-        ds.attrs.update(attrs)
-    validate(ds)
-    return ds
 
 
 def from_scores(
@@ -453,24 +475,18 @@ def from_scores(
         {"score": (DIMS, score), "observed": (DIMS, ~np.isnan(score))},
         coords={d: np.array(labels[d], dtype=object) for d in DIMS},
     )
-    ds = ds.assign_coords(_info_coords(task_info, labels, ("task",)))
-    perturbation_dims = ("task", "perturbation") if structure == "nested" else ("perturbation",)
-    ds = ds.assign_coords(_info_coords(perturbation_info, labels, perturbation_dims))
-    ds.attrs.update(
-        {
-            "dataset": dataset,
-            "metric": metric,
-            "metric_kind": "continuous",
-            "perturbation_structure": structure,
-            "tensor_format_version": TENSOR_FORMAT_VERSION,
-            "duplicates_merged": dedup["duplicates_merged"],
-            "conflicts": dedup["conflicts"],
-        }
+    return _finish(
+        ds,
+        labels=labels,
+        task_info=task_info,
+        perturbation_info=perturbation_info,
+        structure=structure,
+        dataset=dataset,
+        metric=metric,
+        metric_kind="continuous",
+        dedup=dedup,
+        attrs=attrs,
     )
-    if attrs:
-        ds.attrs.update(attrs)
-    validate(ds)
-    return ds
 
 
 def _check_structure(structure: str) -> None:
