@@ -144,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(args: argparse.Namespace) -> None:
     from rich.logging import RichHandler
 
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    level = logging.INFO
+    if args.verbose:
+        level = logging.DEBUG
+    elif args.quiet:
+        level = logging.WARNING
     handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger(LOGGER_NAME)

@@ -108,7 +108,8 @@ def parse_schema_version(value: object, path: Path) -> tuple[int, int, int]:
     return version
 
 
-def _read_json(path: Path) -> Any:
+def read_json_file(path: Path, hint: str = "the file may be truncated; restore it from its source") -> Any:
+    """Parse a JSON file, raising InputError naming the file (and line) when it is not UTF-8, empty or invalid."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -121,7 +122,7 @@ def _read_json(path: Path) -> Any:
         raise InputError(
             f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}",
             path=path,
-            hint="the file may be truncated; restore it from its source",
+            hint=hint,
         ) from error
 
 
@@ -283,7 +284,7 @@ def _read_record(
     tasks: Sequence[str] | None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Read one aggregate record into one row per (task, perturbation) cell."""
-    record = _read_json(path)
+    record = read_json_file(path)
     if not isinstance(record, Mapping):
         raise InputError("the aggregate record must be a JSON object", path=path, value=type(record).__name__)
     version = parse_schema_version(record.get("schema_version"), path)

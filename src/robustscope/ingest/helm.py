@@ -39,6 +39,7 @@ from .._logging import get_logger
 from ..errors import InputError
 from . import register_loader
 from ..tensor import from_scores
+from .every_eval_ever import read_json_file
 from .manifest import IngestReport
 
 log = get_logger("ingest.helm")
@@ -59,17 +60,7 @@ REASON_PERTURBATION = "perturbation not selected by the perturbations option"
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise InputError(f"missing {path.name}", path=path, hint="a HELM run folder contains run_spec.json, stats.json and per_instance_stats.json")
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise InputError("file is empty", path=path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}",
-            path=path,
-            hint="the file may be truncated; rerun helm-run or restore the file",
-        ) from error
+    return read_json_file(path, hint="the file may be truncated; rerun helm-run or restore the file")
 
 
 def find_run_folders(source: Path) -> list[Path]:
