@@ -26,7 +26,6 @@ fairness aggregates take the worst case over an instance's perturbations.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
