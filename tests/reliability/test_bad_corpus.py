@@ -2,7 +2,9 @@
 
 The corpus is ``tests/data/bad``; ``expected.json`` there lists, per file,
 the loader, its options, and either the exception type with the text its
-message must contain, or the manifest counts of a file that loads.
+message must contain, or the manifest counts of a file that loads. An
+input is a file, or a folder for loaders that read a folder layout. An entry
+with ``requires`` is skipped when that optional package is not installed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def test_corpus_file_has_expectation(name):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_corpus_file_gives_expected_outcome(name, tmp_path):
     entry = EXPECTED[name]
+    if "requires" in entry:
+        pytest.importorskip(entry["requires"])
     path = CORPUS / name
     output = tmp_path / "tensor.nc"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,55 @@ def _check_options(name: str, loader: Loader, options: dict[str, Any]) -> None:
             close = difflib.get_close_matches(option, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise RobustscopeError(f"the {name} loader has no option {option!r}.{hint} Valid options: {', '.join(valid)}")
+        _check_option_type(name, option, str(parameters[option].annotation), options[option])
+
+
+def _top_level_types(annotation: str) -> list[str]:
+    """Split a string annotation such as ``"str | Sequence[str] | None"`` at its top-level bars."""
+    depth = 0
+    part = ""
+    parts = []
+    for char in annotation:
+        depth += char == "["
+        depth -= char == "]"
+        if char == "|" and depth == 0:
+            parts.append(part.strip())
+            part = ""
+        else:
+            part += char
+    parts.append(part.strip())
+    return parts
+
+
+def _matches(type_name: str, value: Any) -> bool | None:
+    """Whether ``value`` has the type ``type_name``; ``None`` when the name is not one we check."""
+    head = type_name.split("[", 1)[0]
+    if head in ("Sequence", "list", "tuple", "Iterable"):
+        return isinstance(value, (list, tuple))
+    if head in ("Mapping", "dict"):
+        return isinstance(value, Mapping)
+    simple = {"str": (str,), "bool": (bool,), "int": (int,), "float": (int, float), "None": (type(None),)}
+    if head in simple:
+        return isinstance(value, simple[head]) and not (head in ("int", "float") and isinstance(value, bool))
+    return None
+
+
+def _check_option_type(name: str, option: str, annotation: str, value: Any) -> None:
+    """Refuse an option value of the wrong shape, such as a plain string where a list is expected.
+
+    Command-line values that are not valid JSON arrive as strings; a loader
+    that iterates over a string would read it letter by letter, so the
+    mismatch is reported with the JSON spelling to use instead.
+    """
+    results = [_matches(part, value) for part in _top_level_types(annotation)]
+    if any(result is None for result in results) or any(results):
+        return
+    hint = ""
+    if any(part.split("[", 1)[0] in ("Sequence", "list", "tuple", "Iterable") for part in _top_level_types(annotation)):
+        hint = f""" On the command line write it as JSON, for example --option '{option}=["a", "b"]'"""
+    elif any(part.split("[", 1)[0] in ("Mapping", "dict") for part in _top_level_types(annotation)):
+        hint = f""" On the command line write it as JSON, for example --option '{option}={{"key": "value"}}'"""
+    raise RobustscopeError(f"the {name} loader's option {option!r} takes {annotation}, got {value!r}.{hint}")
 
 
 def ingest(

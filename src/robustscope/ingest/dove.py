@@ -333,6 +333,8 @@ def _read_examples(
             raise InputError("score is outside [0, 1]", path=path, row=int(part["_row"].iloc[position]), column="score", value=part["score"].iloc[position])
         part = part.assign(score=scores)
         empty = part[["model", "task", "example", "score"] + list(FACTORS)].isna().any(axis=1)
+        for name in ("model", "task"):
+            empty |= part[name].astype(str).str.strip().eq("")
         if empty.any():
             report.drop("empty model, task, example, score or factor value", rows=int(empty.sum()), where=f"{path.name} row {int(part.loc[empty, '_row'].iloc[0])}")
         report.add_file(path, rows_read=len(part), rows_kept=int((~empty).sum()))

@@ -26,6 +26,7 @@ fairness aggregates take the worst case over an instance's perturbations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ STATS = "stats.json"
 ORIGINAL = "original"
 DEFAULT_METRIC = "exact_match"
 LEVELS = ("auto", "example", "aggregate")
+# HELM statistics whose per-instance value is 0 or 1 and whose mean is a proportion.
+PROPORTION_METRICS = frozenset({"exact_match", "quasi_exact_match", "prefix_exact_match", "quasi_prefix_exact_match"})
 
 REASON_SPLIT = "statistic of another split than the requested one"
 REASON_NO_METRIC = "instance has no value for the requested metric"
@@ -99,6 +102,9 @@ def _read_run_spec(run: Path) -> dict[str, Any]:
     spec = _read_json(run / RUN_SPEC)
     if not isinstance(spec, dict):
         raise InputError("run_spec.json must contain a JSON object", path=run / RUN_SPEC)
+    for key in ("adapter_spec", "data_augmenter_spec"):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
+            raise InputError(f"field {key!r} must be a JSON object", path=run / RUN_SPEC, column=key, value=type(spec[key]).__name__)
     name = spec.get("name")
     model = (spec.get("adapter_spec") or {}).get("model")
     if not name:
@@ -111,7 +117,9 @@ def _read_run_spec(run: Path) -> dict[str, Any]:
         "model": str(model),
         "task": _task_name(str(name)),
         "perturbation_specs": [str(s.get("class_name", "")).rsplit(".", 1)[-1] for s in specs if isinstance(s, dict)],
-        "metric_names": [n for m in spec.get("metric_specs") or [] for n in (m.get("args") or {}).get("names", [])],
+        "metric_names": [
+            n for m in spec.get("metric_specs") or [] if isinstance(m, dict) and isinstance(m.get("args"), dict) for n in m["args"].get("names", [])
+        ],
     }
 
 
@@ -122,14 +130,41 @@ def _instance_splits(run: Path) -> dict[str, str]:
     state = _read_json(path)
     splits: dict[str, str] = {}
     for request in state.get("request_states", []) if isinstance(state, dict) else []:
-        instance = request.get("instance") or {}
-        if "id" in instance:
+        instance = request.get("instance") if isinstance(request, dict) else None
+        if isinstance(instance, dict) and "id" in instance:
             splits[str(instance["id"])] = str(instance.get("split", ""))
     return splits
 
 
 def _available_metrics(entries: list[dict[str, Any]]) -> list[str]:
-    return sorted({s["name"]["name"] for e in entries for s in e.get("stats", []) if isinstance(s.get("name"), dict)})
+    return sorted({str(s["name"].get("name")) for e in entries for s in e.get("stats", []) if isinstance(s.get("name"), dict)})
+
+
+def _check_entries(entries: list[Any], path: Path) -> None:
+    """Raise InputError at the first entry that is not an object with a list of statistic objects."""
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InputError("entry is not a JSON object", path=path, row=position + 1, value=type(entry).__name__)
+        stats = entry.get("stats", [])
+        if not isinstance(stats, list) or not all(isinstance(stat, dict) for stat in stats):
+            raise InputError("field 'stats' must be a list of JSON objects", path=path, row=position + 1, column="stats", value=type(stats).__name__)
+
+
+def _trial_index(entry: dict[str, Any], path: Path, row: int) -> int:
+    value = entry.get("train_trial_index", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError("train_trial_index is not an integer", path=path, row=row, column="train_trial_index", value=value)
+    return value
+
+
+def _stat_mean(stat: dict[str, Any], metric: str, path: Path, row: int | None) -> float:
+    """Return a statistic's mean, raising InputError when it is not a finite number or a proportion outside [0, 1]."""
+    value = stat.get("mean")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"mean of statistic {metric!r} is not a finite number", path=path, row=row, column="mean", value=value)
+    if metric in PROPORTION_METRICS and not 0.0 <= value <= 1.0:
+        raise InputError(f"mean of statistic {metric!r} is outside [0, 1]", path=path, row=row, column="mean", value=value)
+    return float(value)
 
 
 def _read_instances(run: Path, info: dict[str, Any], metric: str, split: str, report: IngestReport) -> list[dict[str, Any]]:
@@ -137,18 +172,25 @@ def _read_instances(run: Path, info: dict[str, Any], metric: str, split: str, re
     entries = _read_json(path)
     if not isinstance(entries, list):
         raise InputError("per_instance_stats.json must contain a JSON list", path=path)
+    _check_entries(entries, path)
     available = _available_metrics(entries)
     if metric not in available:
         raise InputError(f"metric {metric!r} not found", path=path, column="stats.name.name", value=metric, hint=f"available metrics: {', '.join(available)}")
     splits = _instance_splits(run)
-    trials = {int(e.get("train_trial_index", 0)) for e in entries}
+    trials = {_trial_index(e, path, position + 1) for position, e in enumerate(entries)}
     rows = []
     for position, entry in enumerate(entries):
         if "instance_id" not in entry:
             raise InputError("missing required field 'instance_id'", path=path, row=position + 1, column="instance_id")
-        instance = str(entry["instance_id"])
+        raw_id = entry["instance_id"]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or str(raw_id).strip() == "":
+            raise InputError("instance_id is empty or neither a string nor an integer", path=path, row=position + 1, column="instance_id", value=raw_id)
+        instance = str(raw_id)
         perturbation = _perturbation_label(entry.get("perturbation"))
-        stat = next((s for s in entry.get("stats", []) if (s.get("name") or {}).get("name") == metric and not (s.get("name") or {}).get("perturbation")), None)
+        stat = next(
+            (s for s in entry.get("stats", []) if isinstance(s.get("name"), dict) and s["name"].get("name") == metric and not s["name"].get("perturbation")),
+            None,
+        )
         if stat is None or stat.get("count", 0) == 0:
             report.drop(REASON_NO_METRIC, where=f"{run.name} instance {instance}")
             continue
@@ -157,7 +199,8 @@ def _read_instances(run: Path, info: dict[str, Any], metric: str, split: str, re
             report.drop(REASON_SPLIT, where=f"{run.name} instance {instance} (split {stat_split})")
             continue
         example = instance if len(trials) == 1 else f"{instance}/trial{int(entry.get('train_trial_index', 0))}"
-        rows.append({"model": info["model"], "task": info["task"], "perturbation": perturbation, "example": example, "score": float(stat["mean"])})
+        score = _stat_mean(stat, metric, path, position + 1)
+        rows.append({"model": info["model"], "task": info["task"], "perturbation": perturbation, "example": example, "score": score})
     report.add_file(path, rows_read=len(entries), rows_kept=len(rows))
     if len(trials) > 1:
         report.note(f"{run.name}: {len(trials)} train trials; each (instance, trial) is one example labelled '<instance>/trial<k>'")
@@ -169,12 +212,15 @@ def _read_aggregates(run: Path, info: dict[str, Any], metric: str, split: str, r
     entries = _read_json(path)
     if not isinstance(entries, list):
         raise InputError("stats.json must contain a JSON list", path=path)
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InputError("entry is not a JSON object", path=path, row=position + 1, value=type(entry).__name__)
     available = sorted({(e.get("name") or {}).get("name") for e in entries if isinstance(e.get("name"), dict)} - {None})
     if metric not in available:
         raise InputError(f"metric {metric!r} not found", path=path, column="name.name", value=metric, hint=f"available metrics: {', '.join(available)}")
     rows = []
-    metric_entries = [e for e in entries if (e.get("name") or {}).get("name") == metric]
-    for entry in metric_entries:
+    metric_entries = [(position, e) for position, e in enumerate(entries) if isinstance(e.get("name"), dict) and e["name"].get("name") == metric]
+    for position, entry in metric_entries:
         name = entry["name"]
         if name.get("split") != split:
             report.drop(REASON_SPLIT, where=f"{run.name} {metric} split {name.get('split')}")
@@ -187,8 +233,8 @@ def _read_aggregates(run: Path, info: dict[str, Any], metric: str, split: str, r
                 "model": info["model"],
                 "task": info["task"],
                 "perturbation": _perturbation_label(name.get("perturbation")),
-                "computed_on": str((name.get("perturbation") or {}).get("computed_on", "")),
-                "score": float(entry["mean"]),
+                "computed_on": str(name["perturbation"].get("computed_on", "")) if isinstance(name.get("perturbation"), dict) else "",
+                "score": _stat_mean(entry, metric, path, position + 1),
             }
         )
     report.add_file(path, rows_read=len(metric_entries), rows_kept=len(rows))

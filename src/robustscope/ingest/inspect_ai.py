@@ -214,6 +214,8 @@ def _read_log(
                 )
             value = value[score_key]
         metadata = sample.metadata or {}
+        if str(sample.id).strip() == "":
+            raise InputError("sample id is empty", path=path, column="id", value=sample.id, hint="every sample needs a non-empty id, which labels the example")
         if example == "id":
             example_label = str(sample.id)
         else:
@@ -312,7 +314,8 @@ def load(
     )
     records: list[dict[str, Any]] = []
     all_scorers: set[str] = set()
-    for path in _find_logs(source):
+    log_paths = _find_logs(source)
+    for path in log_paths:
         log_records, names = _read_log(read_eval_log, path, factors, scorer, score_key, example, report)
         records.extend(log_records)
         all_scorers.update(names)
@@ -324,7 +327,11 @@ def load(
         )
     used = scorer if scorer is not None else _choose_scorer(all_scorers, None, source)
     if not records:
-        raise InputError("no scored samples were read", path=source, hint="check that the logs contain scored samples")
+        raise InputError(
+            "no scored samples were read",
+            path=log_paths[0] if len(log_paths) == 1 else source,
+            hint="check that the logs contain scored samples",
+        )
 
     factor_names = sorted({name for record in records for name in record["factors"]})
     rows = []

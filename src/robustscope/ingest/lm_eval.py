@@ -65,6 +65,8 @@ log = get_logger("ingest.lm_eval")
 
 PERTURBATIONS = ("task", "prompt_hash", "n_shot", "seed")
 DEFAULT_METRICS = ("acc", "exact_match")
+# Per-document metrics that lm-eval logs as a proportion of 0 to 1 (0/1 for one document).
+PROPORTION_METRICS = frozenset({"acc", "acc_norm", "exact_match"})
 SEED_KEYS = ("random_seed", "numpy_seed", "torch_seed", "fewshot_seed")
 PROMPT_FIELDS = (
     "doc_to_text",
@@ -269,7 +271,17 @@ def _read_task_samples(
         if str(row["filter"]) != chosen:
             report.drop(OTHER_FILTER_REASON, where=f"{path.name} line {number} (filter {row['filter']})")
             continue
-        doc_id = str(row["doc_id"])
+        raw_id = row["doc_id"]
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (int, str)) or str(raw_id).strip() == "":
+            raise InputError(
+                "doc_id is not a document number",
+                path=path,
+                row=number,
+                column="doc_id",
+                value=raw_id,
+                hint="lm-eval writes doc_id as the document's integer index",
+            )
+        doc_id = str(raw_id)
         if doc_id in seen:
             raise InputError(
                 f"document {doc_id} appears twice for filter {chosen!r} (first at line {seen[doc_id]})",
@@ -299,6 +311,15 @@ def _read_task_samples(
                 column=metric,
                 value=value,
                 hint="choose a per-document metric with metric='<name>'",
+            )
+        if metric in PROPORTION_METRICS and not 0.0 <= float(value) <= 1.0:
+            raise InputError(
+                f"metric {metric!r} is outside [0, 1]",
+                path=path,
+                row=number,
+                column=metric,
+                value=value,
+                hint="lm-eval logs this metric as a proportion; the file may have been edited or written by another tool",
             )
         records.append(
             {

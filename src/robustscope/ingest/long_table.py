@@ -21,8 +21,10 @@ memory limit, so inputs far larger than memory can be ingested.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -177,10 +179,55 @@ def list_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _check_field_counts(path: Path, separator: str) -> None:
+    """Raise InputError at the first data row whose number of fields differs from the header's.
+
+    pandas reads a first data row with one field more than the header as an
+    index column, which shifts every column by one. It also pads short rows
+    with missing values. So the ``csv`` module counts the fields before pandas
+    reads the file. Rows are counted as pandas counts them: data rows from 1
+    after the header, skipping empty lines.
+    """
+    # The csv module rejects fields over 128 KiB by default, and pandas has no such limit.
+    previous_limit = csv.field_size_limit(sys.maxsize)
+    try:
+        _compare_field_counts(path, separator)
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def _compare_field_counts(path: Path, separator: str) -> None:
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        reader = csv.reader(stream, delimiter=separator)
+        header: list[str] | None = None
+        row = 0
+        for fields in reader:
+            if not fields:
+                continue
+            if header is None:
+                header = fields
+                continue
+            row += 1
+            if len(fields) != len(header):
+                raise InputError(
+                    f"row has {len(fields)} fields but the header has {len(header)}",
+                    path=path,
+                    row=row,
+                    value=separator.join(fields),
+                    hint="check for an unquoted separator inside a value, or a missing or extra value in that row",
+                )
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise InputError("file is empty", path=path, hint="pass a table with a header row and data rows")
     separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        _check_field_counts(path, separator)
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise InputError(f"cannot parse the file as CSV: {error}", path=path, hint="check the delimiter, quoting and encoding (UTF-8)") from error
+    except OSError as error:
+        raise InputError(f"cannot read the file: {error}", path=path) from error
     try:
         frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError as error:
@@ -558,7 +605,9 @@ class ParquetAggregate:
 def _score_sql(expression: str, column_type: str) -> str:
     if column_type.upper() in ("VARCHAR", "TEXT", "STRING"):
         cases = " ".join(f"WHEN {_sql_string(word)} THEN {value}" for word, value in SCORE_WORDS.items())
-        return f"(CASE lower(trim({expression})) {cases} ELSE TRY_CAST({expression} AS DOUBLE) END)"
+        # The cast keeps the query valid for a file whose own score column is numeric,
+        # when other files of the same scan store scores as text.
+        return f"(CASE lower(trim(CAST({expression} AS VARCHAR))) {cases} ELSE TRY_CAST({expression} AS DOUBLE) END)"
     return f"TRY_CAST({expression} AS DOUBLE)"
 
 
@@ -621,7 +670,9 @@ def aggregate_parquet(
         reader = _parquet_source([path], row_numbers=False, filename=uses_filename)
         file_sources.append(f"(SELECT {', '.join(per_file)} FROM {reader})")
     keys_sql = ", ".join(_sql_identifier(k) for k in key_names)
-    null_keys = " OR ".join(f"{_sql_identifier(k)} IS NULL" for k in key_names) + " OR _example IS NULL"
+    # An empty or blank model or task name counts as missing, as in CSV tables.
+    blank_names = "".join(f" OR trim(CAST({_sql_identifier(k)} AS VARCHAR)) = ''" for k in ("model", "task"))
+    null_keys = " OR ".join(f"{_sql_identifier(k)} IS NULL" for k in key_names) + " OR _example IS NULL" + blank_names
     query = """
         SELECT {keys_sql}, _file,
             count(*) AS n_rows,
@@ -635,16 +686,13 @@ def aggregate_parquet(
         FROM {file_source}
         GROUP BY ALL
     """
-    try:
-        parts = [
-            connection.execute(query.format(keys_sql=keys_sql, null_keys=null_keys, distinct_sql=distinct_sql, file_source=file_source)).df()
-            for file_source in file_sources
-        ]
-        groups = pd.concat(parts, ignore_index=True)
-    except InputError:
-        raise
-    except Exception as error:
-        raise InputError(f"cannot aggregate the Parquet files: {error}", path=files[0] if len(files) == 1 else files[0].parent) from error
+    parts = []
+    for path, file_source in zip(files, file_sources, strict=True):
+        try:
+            parts.append(connection.execute(query.format(keys_sql=keys_sql, null_keys=null_keys, distinct_sql=distinct_sql, file_source=file_source)).df())
+        except Exception as error:  # duckdb raises its own error hierarchy
+            raise InputError(f"cannot aggregate the Parquet file: {error}", path=path) from error
+    groups = pd.concat(parts, ignore_index=True)
 
     def locate(condition: str, message: str, hint: str) -> InputError:
         row = connection.execute(f"SELECT _file, _row, _raw_score FROM {source} WHERE {condition} LIMIT 1").fetchone()
@@ -668,6 +716,8 @@ def aggregate_parquet(
     for _, group in groups.loc[groups["n_null_key"] > 0].iterrows():
         report.drop("empty model, task, perturbation, factor or example value", rows=int(group["n_null_key"]), where=Path(group["_file"]).name)
     null_key = groups[key_names].isna().any(axis=1)
+    for name in ("model", "task"):
+        null_key |= groups[name].astype(str).str.strip().eq("")
     groups = groups.loc[~null_key].copy()
     empty_scores = groups["n_rows"] - groups["n_null_key"] - groups["n_scored"]
     for (_, group), count in zip(groups.iterrows(), empty_scores, strict=True):
@@ -709,7 +759,8 @@ def _resolve_parquet_duplicates(
         SELECT {keys_sql}, _example, count(*) AS n, min(_score) AS low, max(_score) AS high,
             sum(_score) AS total, avg(_score) AS mean,
             first(_score ORDER BY _file, _row) AS first_score,
-            last(_score ORDER BY _file, _row) AS last_score
+            last(_score ORDER BY _file, _row) AS last_score,
+            first(_file ORDER BY _file, _row) AS first_file
         FROM {source}
         WHERE _score IS NOT NULL AND _example IS NOT NULL
         GROUP BY ALL
@@ -731,6 +782,7 @@ def _resolve_parquet_duplicates(
             )
             raise ConflictError(
                 f"{len(conflicting)} examples have conflicting duplicate rows ({listing})",
+                path=conflicting["first_file"].iloc[0],
                 hint="remove the conflicting rows, or choose a duplicate policy (first, last or mean)",
             )
         log.warning("%d examples have conflicting duplicate rows; resolved with policy %r", len(conflicting), policy)

@@ -124,7 +124,10 @@ def parse_file(path: Path, report: IngestReport) -> list[dict[str, Any]]:
     InputError
         When a line in a known section cannot be read or a number is invalid.
     """
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"file is not UTF-8 text: {error}", path=path, hint="PromptBench writes its result files in UTF-8") from error
     if not text.strip():
         raise InputError("file is empty", path=path)
     rows: list[dict[str, Any]] = []
@@ -310,17 +313,30 @@ def load(
     )
 
     frames = []
+    empty_files: list[Path] = []
     for path, model, shot in _find_files(source, report):
         if shot not in shots:
             report.drop(REASON_SHOT, rows=0, where=path.name)
             continue
         rows = parse_file(path, report)
+        if not rows:
+            empty_files.append(path)
+            report.note(f"{path.name}: no prompt results found; the file may be truncated")
+            continue
         frame = pd.DataFrame(rows)
         frame["model"] = model
         frame["shot"] = shot
         frame["file"] = path.name
+        frame["path"] = str(path)
         frames.append(frame)
         log.info("read %s: %d prompt results", path.name, len(frame))
+    if not frames and empty_files:
+        raise InputError(
+            "no prompt results found",
+            path=empty_files[0] if len(empty_files) == 1 else source,
+            value=None if len(empty_files) == 1 else [p.name for p in empty_files],
+            hint="the files need a '# <dataset>' heading followed by '## <section>' headings and result lines",
+        )
     if not frames:
         raise InputError("no result file left after the shots option", path=source, value=list(shots))
     table = pd.concat(frames, ignore_index=True)
@@ -341,6 +357,9 @@ def load(
     table = table.loc[~other].copy()
     if table.empty:
         raise InputError(f"no dataset reports the metric {metric!r}", path=source)
+
+    if metric != "bleu":
+        _check_percentages(table)
 
     if metric == "bleu":
         # NOTE: the files print BLEU with a '%' sign (for example 0.22%) and
@@ -400,6 +419,22 @@ def load(
     ds["original_score"] = _cell_array(table, ds, "original_score", np.nan)
     report.cells_kept = int(ds["observed"].sum())
     return ds, report
+
+
+def _check_percentages(table: pd.DataFrame) -> None:
+    """Raise InputError at the first accuracy or F1 percentage outside [0, 100], naming its file and line."""
+    for column, label in (("value", "acc"), ("original_value", "original acc")):
+        outside = (table[column] < 0) | (table[column] > 100)
+        if outside.any():
+            row = table.loc[outside].iloc[0]
+            raise InputError(
+                "percentage is outside [0, 100]",
+                path=row["path"],
+                row=int(row["line"]),
+                column=label,
+                value=f"{row[column]}%",
+                hint="accuracy and F1 are printed as percentages; correct the line or restore the file from its source",
+            )
 
 
 def _examples_for(n_examples: int | dict[str, int], name: str, source: Path) -> int:
