@@ -136,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tensor", help="with --refit: the tensor the fit was made from (default: tensor.nc beside the posterior)")
     _add_loader_arguments(check)
 
+    sweep = commands.add_parser("sweep", help="fit several specifications to several tensors (resumable) and compare them with PSIS-LOO")
+    sweep.add_argument("tensors", nargs="+", help="tensor files written by `robustscope ingest`")
+    sweep.add_argument("-o", "--output", required=True, help="folder for fits/, fits.csv, loo_<tensor>.csv/.md and compare/")
+    sweep.add_argument("--spec", dest="specs", action="append", help="a specification name or YAML path; repeatable (default: location-scale)")
+    sweep.add_argument("--nested", action="store_true", help="expand each location-scale specification into its four nested alternatives (competence and model identity, either alone, neither)")
+    sweep.add_argument("--no-compare", action="store_true", help="skip the side-by-side comparison report")
+    for flag, text in (("--chains", "number of chains"), ("--draws", "draws per chain"), ("--tune", "tuning steps per chain"), ("--seed", "random seed")):
+        sweep.add_argument(flag, type=_positive_int if flag != "--seed" else int, help=f"{text} (default: each specification's)")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the sampler's progress bar")
+
     commands.add_parser("formats", help="list the registered loaders")
     commands.add_parser("specs", help="list the model specifications found in models/")
     return parser
@@ -239,6 +249,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             table = check_new(args.fit, new, prob=args.prob, seed=args.seed)
             write_check_report(table, args.output, fit=args.fit)
+        return 0
+    if args.command == "sweep":
+        from .sweep import sweep
+
+        result = sweep(
+            args.tensors,
+            args.specs or ["location-scale"],
+            args.output,
+            nested=args.nested,
+            compare_report=not args.no_compare,
+            chains=args.chains,
+            draws=args.draws,
+            tune=args.tune,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+        failed = result["fits"].index[~result["fits"]["diagnostics_passed"]].tolist()
+        if failed:
+            raise DiagnosticsFailed(f"fits that failed diagnostics: {', '.join(failed)}; all fits were written to {args.output}")
         return 0
     if args.command == "add":
         from .ingest.merge import add_files

@@ -1,7 +1,8 @@
 """Variance partition of robustness and the competence effect.
 
 The scale submodel writes ``log sigma[m,t]`` as a sum of components: the
-competence term ``gamma1 * (mu[m,t] - c0)``, model identity ``u[m]``, task
+competence term ``gamma1 * (mu[m,t] - c0)`` (plus the spline bends when the
+competence form is a spline), model identity ``u[m]``, task
 identity ``v[t]`` and the residual ``e[m,t]``. For each posterior draw the
 finite-population variance of each component is taken over the observed
 (model, task) pairs, and each share is that variance divided by the sum of
@@ -28,7 +29,12 @@ def scale_components(posterior: xr.Dataset, pair_model: np.ndarray, pair_task: n
     """
     log_sigma = posterior["log_sigma"]
     zeros = xr.zeros_like(log_sigma)
-    competence = posterior["gamma1"] * (posterior["mu"] - competence_center) if "gamma1" in posterior else zeros
+    if "competence_term" in posterior:
+        competence = posterior["competence_term"]
+    elif "gamma1" in posterior:
+        competence = posterior["gamma1"] * (posterior["mu"] - competence_center)
+    else:
+        competence = zeros
     model = posterior["u_model"].isel(model=xr.DataArray(pair_model, dims="pair")).drop_vars("model", errors="ignore") if "u_model" in posterior else zeros
     task = posterior["v_task"].isel(task=xr.DataArray(pair_task, dims="pair")).drop_vars("task", errors="ignore") if "v_task" in posterior else zeros
     residual = log_sigma - posterior["gamma0"] - competence - model - task

@@ -29,7 +29,9 @@ from . import tensor as _tensor
 from ._io import atomic_path
 from ._logging import get_logger
 from .errors import InputError, RobustscopeError
-from .models.location_scale import LocationScaleData, build_model, pair_loglik, prepare_data
+from .loo import add_pointwise_elpd
+from .models import family_module
+from .models.location_scale import LocationScaleData, build_model, pair_loglik, prepare_data, spline_basis
 from .specs import ModelSpec, load_spec
 
 log = get_logger("fit")
@@ -107,6 +109,7 @@ def sample_model(model: Any, spec: ModelSpec, *, progress: bool = True) -> tuple
                 random_seed=settings.seed,
                 target_accept=settings.target_accept,
                 progressbar=progress,
+                nuts_sampler="pymc",
                 compute_convergence_checks=False,
             )
         timings["compile_seconds"] = 0.0
@@ -212,6 +215,46 @@ def fit(
     started = time.perf_counter()
     ds = _as_tensor(tensor)
     model_spec = load_spec(spec).with_sampler(chains=chains, draws=draws, tune=tune, seed=seed, name=sampler)
+    if model_spec.family == "location-scale":
+        trace, timings, extra = _fit_location_scale(ds, model_spec, progress=progress)
+    else:
+        trace, timings, extra = family_module(model_spec.family).fit_family(ds, model_spec, progress=progress)
+    timings["total_seconds"] = time.perf_counter() - started
+    trace.attrs.update(
+        {
+            "dataset": str(ds.attrs.get("dataset")),
+            "metric": str(ds.attrs.get("metric")),
+            "tensor_hash": _tensor.tensor_hash(ds),
+            "family": model_spec.family,
+            "spec_name": model_spec.name,
+            "spec": model_spec.to_json(),
+            "sampler": model_spec.sampler.name,
+            "seed": int(model_spec.sampler.seed),
+            "chains": int(model_spec.sampler.chains),
+            "draws": int(model_spec.sampler.draws),
+            "tune": int(model_spec.sampler.tune),
+            "versions": json.dumps(package_versions()),
+            "timings": json.dumps(timings),
+            "manifest": json.dumps(ds.attrs.get("manifest", {}), default=str),
+            "caveat": str(ds.attrs.get("caveat", "")),
+            **extra,
+        }
+    )
+    add_pointwise_elpd(trace)
+    log.info(
+        "fit finished in %.0f s (compile %.0f s, sampling %.0f s)",
+        timings["total_seconds"],
+        timings.get("compile_seconds", 0.0),
+        timings["sampling_seconds"],
+    )
+    if output is not None:
+        save_posterior(trace, output)
+    return trace
+
+
+
+def _fit_location_scale(ds: xr.Dataset, model_spec: ModelSpec, *, progress: bool) -> tuple[xr.DataTree, dict[str, float], dict[str, Any]]:
+    """Fit the location-scale family; return the trace, timings and extra attributes."""
     data = prepare_data(ds)
     log.info(
         "fitting %s to %s: %d pairs, %d cells (%d distinct count patterns)",
@@ -251,36 +294,14 @@ def fit(
             coords={**pair_coord, "model": data.models, "task": data.tasks},
         )
     )
-    timings["total_seconds"] = time.perf_counter() - started
-    trace.attrs.update(
-        {
-            "dataset": str(ds.attrs.get("dataset")),
-            "metric": str(ds.attrs.get("metric")),
-            "tensor_hash": _tensor.tensor_hash(ds),
-            "spec_name": model_spec.name,
-            "spec": model_spec.to_json(),
-            "sampler": model_spec.sampler.name,
-            "seed": int(model_spec.sampler.seed),
-            "chains": int(model_spec.sampler.chains),
-            "draws": int(model_spec.sampler.draws),
-            "tune": int(model_spec.sampler.tune),
-            "competence_center": float(data.competence_center),
-            "versions": json.dumps(package_versions()),
-            "timings": json.dumps(timings),
-            "excluded_pairs": json.dumps(data.extras.get("excluded_pairs", [])),
-            "manifest": json.dumps(ds.attrs.get("manifest", {}), default=str),
-            "caveat": str(ds.attrs.get("caveat", "")),
-        }
-    )
-    log.info(
-        "fit finished in %.0f s (compile %.0f s, sampling %.0f s)",
-        timings["total_seconds"],
-        timings.get("compile_seconds", 0.0),
-        timings["sampling_seconds"],
-    )
-    if output is not None:
-        save_posterior(trace, output)
-    return trace
+    knots, width = spline_basis(data, model_spec)
+    extra = {
+        "competence_center": float(data.competence_center),
+        "spline_knots": json.dumps([float(k) for k in knots]),
+        "spline_width": float(width),
+        "excluded_pairs": json.dumps(data.extras.get("excluded_pairs", [])),
+    }
+    return trace, timings, extra
 
 
 def save_posterior(trace: xr.DataTree, path: str | Path) -> Path:

@@ -20,8 +20,13 @@ import yaml
 
 from .errors import SpecError
 
-FAMILIES = ("location-scale",)
-LIKELIHOODS = ("binomial-collapsed", "normal-logit")
+FAMILIES = ("location-scale", "consistency", "perturbation-factors")
+LIKELIHOODS = ("binomial-collapsed", "normal-logit", "binomial")
+# Keys that only one family reads; a specification of another family that sets
+# them is rejected, so a misplaced option never passes silently.
+FAMILY_KEYS = {"offset": "consistency", "factors": "perturbation-factors", "factor_interactions": "perturbation-factors"}
+OFFSETS = ("none", "trivial-baseline")
+FACTOR_INTERACTIONS = ("model", "task")
 LINKS = ("logit",)
 LOCATION_TERMS = ("model", "task", "model:task")
 SCALE_TERMS = ("competence", "model", "task", "residual")
@@ -65,7 +70,10 @@ class ModelSpec:
     name
         Short identifier used in file names and reports.
     family
-        Model family; only ``"location-scale"`` so far.
+        Model family: ``"location-scale"`` (accuracy spread across
+        perturbations), ``"consistency"`` (per-example output consistency
+        with latent competence) or ``"perturbation-factors"`` (crossed
+        random effects of perturbation factors).
     likelihood
         ``"binomial-collapsed"``: the exact binomial likelihood with the
         per-perturbation logit effect integrated out by adaptive
@@ -89,6 +97,16 @@ class ModelSpec:
         :func:`robustscope.models.location_scale.weakly_identified`). On the
         shipped multi-prompt data the centred form samples fastest (about 15
         leapfrog steps per draw, no divergences).
+    offset
+        Consistency family: ``"trivial-baseline"`` adds the logit of the
+        trivial-robustness baseline p^K to the consistency predictor, so its
+        coefficients describe robustness beyond what accuracy implies.
+    factors
+        Perturbation-factors family: names of the perturbation coordinates
+        to treat as crossed factors (empty: every factor coordinate).
+    factor_interactions
+        Perturbation-factors family: grouping factors that get a
+        factor-by-group variance component (``"model"``, ``"task"``).
     """
 
     name: str
@@ -102,6 +120,9 @@ class ModelSpec:
     spline_knots: int = 5
     parameterization: str = "centered"
     quadrature_nodes: int = 9
+    offset: str = "none"
+    factors: tuple[str, ...] = ()
+    factor_interactions: tuple[str, ...] = ("model",)
     priors: Mapping[str, Prior] = field(default_factory=dict)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     source: str | None = None
@@ -120,6 +141,8 @@ class ModelSpec:
         payload["priors"] = {k: dataclasses.asdict(v) for k, v in {**DEFAULT_PRIORS, **dict(self.priors)}.items()}
         payload["location_terms"] = list(self.location_terms)
         payload["scale_terms"] = list(self.scale_terms)
+        payload["factors"] = list(self.factors)
+        payload["factor_interactions"] = list(self.factor_interactions)
         return payload
 
     def to_json(self) -> str:
@@ -147,6 +170,11 @@ DEFAULT_PRIORS: dict[str, Prior] = {
     "sd_v": Prior("halfnormal", sigma=1.0),
     "sd_e": Prior("halfnormal", sigma=1.0),
     "spline": Prior("normal", 0.0, 1.0),
+    "sd_spline": Prior("halfnormal", sigma=0.5),
+    "sd_factor": Prior("halfnormal", sigma=1.0),
+    "sd_factor_model": Prior("halfnormal", sigma=0.5),
+    "sd_factor_task": Prior("halfnormal", sigma=0.5),
+    "sd_cell": Prior("halfnormal", sigma=1.0),
 }
 
 _TOP_LEVEL_KEYS = {
@@ -161,6 +189,7 @@ _TOP_LEVEL_KEYS = {
     "sampler",
     "quadrature_nodes",
     "parameterization",
+    *FAMILY_KEYS,
 }
 _SCALE_KEYS = {"terms", "competence", "spline_knots"}
 _LOCATION_KEYS = {"terms"}
@@ -214,6 +243,17 @@ def parse_spec(payload: Mapping[str, Any], source: str = "<spec>") -> ModelSpec:
     if not isinstance(nodes, int) or not 3 <= nodes <= 64:
         raise SpecError(f"{source}: quadrature_nodes must be a whole number from 3 to 64, got {nodes!r}")
     kwargs["quadrature_nodes"] = nodes
+    for key, owner in FAMILY_KEYS.items():
+        if key in payload and kwargs["family"] != owner:
+            raise SpecError(f"{source}: key {key!r} belongs to the {owner!r} family, not {kwargs['family']!r}; remove it or set family: {owner}")
+    kwargs["offset"] = _choose(payload.get("offset", "none"), OFFSETS, "offset", source)
+    if "factors" in payload:
+        factors = payload["factors"]
+        if not isinstance(factors, (list, tuple)) or not all(isinstance(f, str) and f for f in factors):
+            raise SpecError(f"{source}: factors must be a list of perturbation coordinate names, got {factors!r}")
+        kwargs["factors"] = tuple(factors)
+    if "factor_interactions" in payload:
+        kwargs["factor_interactions"] = _terms(payload["factor_interactions"], FACTOR_INTERACTIONS, "factor_interactions", source)
 
     location = payload.get("location", {}) or {}
     _reject_unknown(location, _LOCATION_KEYS, "'location'", source)

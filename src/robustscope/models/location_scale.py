@@ -40,6 +40,8 @@ from them.
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,9 +247,10 @@ def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
     ``b_task``) and on the log scale of the logit spread (``log_sigma``,
     ``gamma0``, ``gamma1`` per logit of competence, ``u_model``, ``v_task``).
     """
-    if spec.competence == "spline":
-        raise RobustscopeError("the spline competence term is not available in this model family; use 'linear' or 'none'")
+    knots, width = spline_basis(data, spec)
     coords = {"model": data.models, "task": data.tasks, "pair": data.pair_labels}
+    if len(knots):
+        coords["knot"] = [f"{k:.3f}" for k in knots]
     noncentered = spec.parameterization in ("noncentered", "auto")
     if spec.parameterization == "auto":
         weak_location, weak_scale = weakly_identified(data)
@@ -276,9 +279,18 @@ def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
         # Scale: log of the logit spread across perturbations.
         gamma0 = _prior("gamma0", spec)
         scale = gamma0 + pt.zeros(data.n_pairs)
-        if "competence" in spec.scale_terms and spec.competence == "linear":
+        if "competence" in spec.scale_terms and spec.competence in ("linear", "spline"):
             gamma1 = _prior("gamma1", spec)
-            scale = scale + gamma1 * (mu - data.competence_center)
+            coefficients = None
+            if spec.competence == "spline":
+                # Penalised smooth-hinge spline: each knot may bend the line, and
+                # sd_spline shrinks the bends towards a straight line.
+                sd_spline = _prior("sd_spline", spec)
+                raw = pm.Normal("spline_raw", 0.0, 1.0, dims="knot")
+                coefficients = pm.Deterministic("spline_coef", sd_spline * raw, dims="knot")
+            term = competence_term(mu, gamma1, coefficients, knots, width, data.competence_center, xp=pt)
+            pm.Deterministic("competence_term", term, dims="pair")
+            scale = scale + term
         if "model" in spec.scale_terms:
             scale = scale + _group_effect("u_model", "sd_u", "model", spec, noncentered)[pair_model]
         if "task" in spec.scale_terms:
@@ -291,6 +303,61 @@ def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
 
         pm.Potential("likelihood", pt.sum(pair_loglik(mu, log_sigma, data, spec, xp=pt)))
     return model
+
+
+def spline_basis(data: LocationScaleData, spec: ModelSpec) -> tuple[np.ndarray, float]:
+    """Return the interior knots (logit scale) and the hinge width of the competence spline.
+
+    Knots sit at evenly spaced quantiles of the pairs' empirical logits, so
+    each span between knots holds about the same number of pairs. The width
+    (a quarter of the mean knot spacing) smooths each hinge so the posterior
+    stays differentiable. Returns no knots for a linear competence term.
+    """
+    if spec.competence != "spline" or "competence" not in spec.scale_terms:
+        return np.zeros(0), 1.0
+    probabilities = np.arange(1, spec.spline_knots + 1) / (spec.spline_knots + 1)
+    knots = np.unique(np.quantile(data.pair_empirical_logit, probabilities))
+    if len(knots) < 2:
+        raise RobustscopeError("the competence spline needs pairs at two or more distinct competence levels; use competence: linear")
+    width = float(max(0.25 * np.mean(np.diff(knots)), 0.05))
+    return knots, width
+
+
+def competence_term(x: Any, gamma1: Any, coefficients: Any, knots: np.ndarray, width: float, center: float, xp: Any = np) -> Any:
+    """Return the competence term of ``log sigma`` at competence ``x`` (logit scale).
+
+    ``gamma1 * (x - c0)`` plus, for a spline, ``sum_j beta_j * h(x - k_j)``
+    with the smooth hinge ``h(z) = width * softplus(z / width)``: below the
+    first knot the slope is ``gamma1``, and it changes by ``beta_j`` at each
+    knot. With NumPy arrays, ``gamma1`` and ``coefficients`` may carry
+    leading draw axes that broadcast against ``x``.
+    """
+    term = gamma1 * (x - center)
+    if coefficients is None or len(knots) == 0:
+        return term
+    if xp is np:
+        hinge = width * np.logaddexp(0.0, (np.asarray(x)[..., None] - knots) / width)
+        return term + np.sum(np.asarray(coefficients) * hinge, axis=-1)
+    hinge = width * pt.softplus((x[:, None] - knots[None, :]) / width)
+    return term + pt.sum(coefficients[None, :] * hinge, axis=1)
+
+
+def competence_curve(posterior: Any, grid: np.ndarray, attrs: Any) -> np.ndarray:
+    """Return ``gamma0 + competence term`` on ``grid`` for each draw: shape (draws, grid points).
+
+    Works for the linear and the spline form; ``attrs`` are the fit's
+    attributes (``competence_center``, ``spline_knots``, ``spline_width``).
+    """
+    gamma0 = np.asarray(posterior["gamma0"]).reshape(-1)
+    gamma1 = np.asarray(posterior["gamma1"]).reshape(-1) if "gamma1" in posterior else np.zeros_like(gamma0)
+    center = float(attrs.get("competence_center", 0.0))
+    knots = np.asarray(json.loads(attrs.get("spline_knots", "[]")), dtype=float)
+    coefficients = None
+    if len(knots) and "spline_coef" in posterior:
+        coefficients = np.asarray(posterior["spline_coef"]).reshape(len(gamma0), 1, len(knots))
+    width = float(attrs.get("spline_width", 1.0))
+    term = competence_term(np.asarray(grid)[None, :], gamma1[:, None], coefficients, knots, width, center)
+    return gamma0[:, None] + term
 
 
 def pair_loglik(mu: Any, log_sigma: Any, data: LocationScaleData, spec: ModelSpec, xp: Any = np) -> Any:
@@ -318,3 +385,20 @@ def pair_loglik(mu: Any, log_sigma: Any, data: LocationScaleData, spec: ModelSpe
         np.add.at(out, (..., index), per_unique)
         return out
     return pt.zeros(data.n_pairs)[index].inc(per_unique)
+
+
+KEY_PARAMETERS = ("gamma0", "gamma1", "sd_u", "sd_v", "sd_e", "share_competence", "share_model", "share_task", "share_residual")
+
+
+def simulate_from_prior(
+    spec: ModelSpec,
+    rng: np.random.Generator,
+    n_models: int = 8,
+    n_tasks: int = 8,
+    n_perturbations: int = 10,
+    n_examples: int = 100,
+) -> tuple[xr.Dataset, dict[str, Any]]:
+    """Draw parameters from ``spec``'s priors and simulate a tensor (see :mod:`robustscope.simulate`)."""
+    from ..simulate import simulate_location_scale_from_prior
+
+    return simulate_location_scale_from_prior(spec, rng, n_models, n_tasks, n_perturbations, n_examples)
