@@ -62,10 +62,14 @@ KIND_NEW_MODEL = "new model"
 KIND_NEW_TASK = "new task"
 KIND_NEW_BOTH = "new model and task"
 KIND_KNOWN = "known model and task"
+KIND_IN_FIT = "already in the fit"
 LESS_ROBUST = "less robust than predicted"
 MORE_ROBUST = "more robust than predicted"
 AS_PREDICTED = "as predicted"
 NOT_CHECKED = "not checked: fewer than two perturbations"
+IN_FIT = "not checked: pair already in the fit"
+# Names listed in messages about pairs already in the fit or names that do not overlap.
+EXAMPLE_NAMES = 5
 
 
 def _as_tree(fit: xr.DataTree | str | Path) -> xr.DataTree:
@@ -182,6 +186,40 @@ def _simulate_spread(
     return out
 
 
+def _fitted_pairs(constant: xr.Dataset) -> set[tuple[str, str]]:
+    """Return the (model, task) pairs the fit was made from, as strings."""
+    models = np.asarray(constant["model"].values).astype(str)
+    tasks = np.asarray(constant["task"].values).astype(str)
+    return set(zip(models[constant["pair_model"].values], tasks[constant["pair_task"].values], strict=True))
+
+
+def _examples(names: list[str]) -> str:
+    shown = ", ".join(repr(name) for name in names[:EXAMPLE_NAMES])
+    return shown + (f" and {len(names) - EXAMPLE_NAMES} more" if len(names) > EXAMPLE_NAMES else "")
+
+
+def _require_overlap(models: list[str], tasks: list[str], known_models: list[str], known_tasks: list[str], new_dataset: object) -> None:
+    """Raise InputError when the new results share neither a model nor a task with the fit.
+
+    New models are predicted on tasks in the fit, and new tasks for models
+    in the fit. With no shared name at all nothing ties the new results to the
+    fit, which is most often a spelling or naming mismatch.
+    """
+    shared_models = sorted(set(models) & set(known_models))
+    shared_tasks = sorted(set(tasks) & set(known_tasks))
+    if shared_models or shared_tasks:
+        return
+    new_models = sorted(set(models))
+    new_tasks = sorted(set(tasks))
+    raise InputError(
+        f"the new results ({new_dataset}) share no model and no task with the fit: new models {_examples(new_models)} are all "
+        f"missing from the fit, and so are new tasks {_examples(new_tasks)}. A new-model check needs at least one task of the "
+        f"fit (fit tasks: {_examples(known_tasks)}), and a new-task check needs at least one model of the fit (fit models: "
+        f"{_examples(known_models)})",
+        hint="check that model and task names are spelled as in the fitted data, or ingest the new results with the same loader options",
+    )
+
+
 def _kind(model_known: bool, task_known: bool) -> str:
     if model_known and task_known:
         return KIND_KNOWN
@@ -210,7 +248,10 @@ def check_new(
         A tensor with counts (``xarray.Dataset`` or path) holding the new
         results. Pairs may have a new model, a new task, both, or neither
         (then the fitted effects of both are used and only the residual and
-        the perturbations are new).
+        the perturbations are new). Pairs the fit was made from are not new:
+        they get the kind ``already in the fit``, the direction
+        ``not checked: pair already in the fit``, no prediction, and a
+        logged warning.
     prob
         Mass of the central predictive interval; a pair whose observed spread
         falls outside it is flagged.
@@ -236,8 +277,9 @@ def check_new(
     Raises
     ------
     InputError
-        When ``prob`` is not in (0, 1), ``draws`` is below 1, or the new
-        tensor has no counts or no observed cells.
+        When ``prob`` is not in (0, 1), ``draws`` is below 1, the new
+        tensor has no counts or no observed cells, or the new results share
+        no model and no task with the fit (the message names both sides).
     """
     if not 0.0 < prob < 1.0:
         raise InputError("the interval probability must lie strictly between 0 and 1", value=prob)
@@ -267,9 +309,24 @@ def check_new(
 
     cells = cells.assign(model=cells["model"].astype(str), task=cells["task"].astype(str))
     table = pair_competence(cells)
-    checkable = table["perturbations"].to_numpy() >= 2
-    if not checkable.all():
-        log.warning("%d new pairs have fewer than two perturbations, so their spread is undefined and not checked", int((~checkable).sum()))
+    models = table["model"].to_numpy()
+    tasks = table["task"].to_numpy()
+    _require_overlap(list(models), list(tasks), known_models, known_tasks, ds.attrs.get("dataset"))
+
+    fitted_pairs = _fitted_pairs(constant)
+    in_fit = np.array([(m, t) in fitted_pairs for m, t in zip(models, tasks, strict=True)], dtype=bool)
+    if in_fit.any():
+        listed = [f"{m} | {t}" for m, t in zip(models[in_fit], tasks[in_fit], strict=True)]
+        log.warning(
+            "%d of %d pairs of the new results are already in the fit (%s); they are reported separately and not checked",
+            int(in_fit.sum()),
+            len(in_fit),
+            _examples(listed),
+        )
+    enough = table["perturbations"].to_numpy() >= 2
+    if not enough.all():
+        log.warning("%d new pairs have fewer than two perturbations, so their spread is undefined and not checked", int((~enough).sum()))
+    checkable = enough & ~in_fit
 
     gamma0 = _flat_draws(posterior, "gamma0", keep)
     gamma1 = _flat_draws(posterior, "gamma1", keep)
@@ -280,8 +337,6 @@ def check_new(
     sd_e = _flat_draws(posterior, "sd_e", keep)
     n_draws = len(gamma0)
 
-    models = table["model"].to_numpy()
-    tasks = table["task"].to_numpy()
     u = _draw_effects(models, known_models, _flat_draws(posterior, "u_model", keep, "model"), _flat_draws(posterior, "sd_u", keep), n_draws, rng)
     v = _draw_effects(tasks, known_tasks, _flat_draws(posterior, "v_task", keep, "task"), _flat_draws(posterior, "sd_v", keep), n_draws, rng)
 
@@ -306,13 +361,17 @@ def check_new(
     above_interval = checkable & (observed > upper)
     below_interval = checkable & (observed < lower)
 
-    table.insert(2, "kind", [_kind(m in known_models, t in known_tasks) for m, t in zip(models, tasks, strict=True)])
-    table["predicted_median"] = np.median(predicted, axis=0)
-    table["predicted_lower"] = lower
-    table["predicted_upper"] = upper
+    known_model_set, known_task_set = set(known_models), set(known_tasks)
+    kinds = [_kind(m in known_model_set, t in known_task_set) for m, t in zip(models, tasks, strict=True)]
+    table.insert(2, "kind", np.where(in_fit, KIND_IN_FIT, kinds))
+    # A pair already in the fit was part of the data the posterior saw, so a
+    # prediction for it as a new pair would be misleading.
+    table["predicted_median"] = np.where(in_fit, np.nan, np.median(predicted, axis=0))
+    table["predicted_lower"] = np.where(in_fit, np.nan, lower)
+    table["predicted_upper"] = np.where(in_fit, np.nan, upper)
     table["percentile"] = np.where(checkable, percentile, np.nan)
     table["outside"] = above_interval | below_interval
-    table["direction"] = np.select([~checkable, above_interval, below_interval], [NOT_CHECKED, LESS_ROBUST, MORE_ROBUST], AS_PREDICTED)
+    table["direction"] = np.select([in_fit, ~enough, above_interval, below_interval], [IN_FIT, NOT_CHECKED, LESS_ROBUST, MORE_ROBUST], AS_PREDICTED)
     table = table.drop(columns=["competence_logit_se"])
     table.attrs.update(
         {
@@ -328,7 +387,7 @@ def check_new(
     )
     log.info(
         "checked %d new pairs against %s: %d outside the %.0f%% predictive interval",
-        n_pairs,
+        int(checkable.sum()),
         trace.attrs.get("dataset"),
         int(table["outside"].sum()),
         100 * prob,
@@ -336,11 +395,22 @@ def check_new(
     return table
 
 
+def _checked_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Return the rows that were checked: not already in the fit and with two or more perturbations."""
+    return table.loc[~table["direction"].isin([NOT_CHECKED, IN_FIT])]
+
+
 def summarize_check(table: pd.DataFrame) -> dict[str, Any]:
-    """Return counts of flagged pairs overall, by kind, by direction, and per model and task."""
+    """Return counts of flagged pairs overall, by kind, by direction, and per model and task.
+
+    ``already_in_fit`` counts the pairs of the new results that the fit was
+    made from (listed in ``already_in_fit_pairs``); they are not in
+    ``checked`` and not in ``not_checked``.
+    """
     prob = float(table.attrs.get("prob", DEFAULT_PROB))
-    checked = table.loc[table["direction"] != NOT_CHECKED]
+    checked = _checked_rows(table)
     flagged = checked.loc[checked["outside"]]
+    in_fit = table.loc[table["direction"] == IN_FIT]
 
     def per(column: str) -> list[dict[str, Any]]:
         grouped = checked.groupby(column, sort=False)["outside"].agg(["sum", "size"])
@@ -355,7 +425,9 @@ def summarize_check(table: pd.DataFrame) -> dict[str, Any]:
         "expected_share_outside": 1.0 - prob,
         "pairs": len(table),
         "checked": len(checked),
-        "not_checked": len(table) - len(checked),
+        "not_checked": int((table["direction"] == NOT_CHECKED).sum()),
+        "already_in_fit": len(in_fit),
+        "already_in_fit_pairs": [f"{m} | {t}" for m, t in zip(in_fit["model"], in_fit["task"], strict=True)],
         "flagged": len(flagged),
         "flagged_share": float(len(flagged) / len(checked)) if len(checked) else None,
         "by_kind": {str(k): int(v) for k, v in checked.groupby("kind")["outside"].sum().items()},
@@ -375,6 +447,14 @@ def _check_sentences(summary: dict[str, Any]) -> list[str]:
             f"{summary['flagged']} of {summary['checked']} new (model, task) pairs ({summary['flagged_share']:.0%}) have an observed "
             f"spread outside the central {prob:.0%} posterior predictive interval; about {1 - prob:.0%} are expected when the new "
             "results follow the fitted model."
+        )
+    else:
+        lines.append("No new (model, task) pair was checked.")
+    if summary["already_in_fit"]:
+        lines.append(
+            f"{summary['already_in_fit']} pairs of the new results are already in the fit (for example "
+            f"{', '.join(summary['already_in_fit_pairs'][:EXAMPLE_NAMES])}). They are not new results, so they are listed "
+            "separately and not checked; the fit's own posterior predictive check covers them."
         )
     for direction, number in summary["by_direction"].items():
         lines.append(f"{number} pairs are {direction}.")
@@ -410,7 +490,7 @@ def _plot_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 def plot_check(table: pd.DataFrame) -> tuple[plt.Figure, str]:
     """Plot each pair's observed spread against its predictive interval; return the figure and its caption."""
     prob = float(table.attrs.get("prob", DEFAULT_PROB))
-    rows, hidden = _plot_rows(table.loc[table["direction"] != NOT_CHECKED])
+    rows, hidden = _plot_rows(_checked_rows(table))
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(7.0, min(16.0, 0.18 * len(rows) + 4)), 4.6))
     ax.vlines(x, rows["predicted_lower"], rows["predicted_upper"], color="#9467bd", lw=3, alpha=0.45, label=f"{prob:.0%} predictive interval")
@@ -458,6 +538,13 @@ _COLUMNS = [
     "direction",
 ]
 
+_IN_FIT_COLUMNS = ["model", "task", "perturbations", "observed_accuracy", "observed_spread"]
+_IN_FIT_TITLE = "Pairs already in the fit, not checked"
+_IN_FIT_TEXT = (
+    "These (model, task) pairs of the new results are pairs the fit was made from. The posterior has already seen them, so "
+    "predicting them as new pairs would not test anything; they are not counted among the checked pairs."
+)
+
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
@@ -495,9 +582,12 @@ def write_check_report(
     image = _png(fig)
     write_bytes(output_dir / "figures" / "check.png", image)
 
-    ordered = table.assign(extremity=(table["percentile"] - 0.5).abs()).sort_values("extremity", ascending=False)
+    new_rows = table.loc[table["direction"] != IN_FIT]
+    ordered = new_rows.assign(extremity=(new_rows["percentile"] - 0.5).abs()).sort_values("extremity", ascending=False)
     shown, hidden = _edge_rows(ordered[_COLUMNS])
     hidden_note = f"{hidden} middle rows hidden; check.json lists every row." if hidden else ""
+    in_fit_shown, in_fit_hidden = _edge_rows(table.loc[table["direction"] == IN_FIT, _IN_FIT_COLUMNS])
+    in_fit_note = f"{in_fit_hidden} middle rows hidden; check.json lists every row." if in_fit_hidden else ""
     attrs = summary["attrs"]
     provenance = (
         f"Fit: {attrs.get('fit_dataset')} ({attrs.get('fit_spec')}, tensor hash {attrs.get('fit_tensor_hash')}). New results: "
@@ -519,6 +609,10 @@ def write_check_report(
     markdown += ["## Pairs, most extreme first", "", shown.round(4).to_markdown(index=False), ""]
     if hidden_note:
         markdown += [hidden_note, ""]
+    if len(in_fit_shown):
+        markdown += [f"## {_IN_FIT_TITLE}", "", _IN_FIT_TEXT, "", in_fit_shown.round(4).to_markdown(index=False), ""]
+        if in_fit_note:
+            markdown += [in_fit_note, ""]
     write_text(output_dir / "check.md", "\n".join(markdown) + "\n")
 
     encoded = base64.b64encode(image).decode("ascii")
@@ -536,6 +630,10 @@ def write_check_report(
     parts.append("<h2>Pairs, most extreme first</h2>" + shown.round(4).to_html(index=False))
     if hidden_note:
         parts.append(f"<p>{html.escape(hidden_note)}</p>")
+    if len(in_fit_shown):
+        parts.append(f"<h2>{html.escape(_IN_FIT_TITLE)}</h2><p>{html.escape(_IN_FIT_TEXT)}</p>" + in_fit_shown.round(4).to_html(index=False))
+        if in_fit_note:
+            parts.append(f"<p>{html.escape(in_fit_note)}</p>")
     parts.append("</body></html>")
     write_text(output_dir / "check.html", "\n".join(parts))
 

@@ -73,15 +73,48 @@ def _load(fit: xr.DataTree | str | Path) -> xr.DataTree:
 
 
 def _default_labels(fits: list[Any], trees: list[xr.DataTree]) -> list[str]:
-    labels = []
-    for fit, tree in zip(fits, trees, strict=True):
-        if isinstance(fit, (str, Path)):
-            labels.append(Path(fit).stem)
-        else:
-            labels.append(f"{tree.attrs.get('dataset', 'fit')} ({tree.attrs.get('spec_name', 'spec')})")
-    if len(set(labels)) < len(labels):
-        labels = [f"{chr(ord('A') + i) if i < 26 else i + 1}: {label}" for i, label in enumerate(labels)]
-    return labels
+    """Return one unique label per fit, in four steps applied only to labels that repeat.
+
+    1. ``dataset (specification)`` from the fit's attributes;
+    2. for fits given as paths, the name of the folder that contains the file;
+    3. the file name without its suffix;
+    4. a numeric suffix ``#1``, ``#2``, ... in the order the fits were given.
+
+    A step adds its text to a group of equal labels only when the texts differ
+    within that group, so two ``posterior.nc`` files in folders ``run-a`` and
+    ``run-b`` become ``data (spec) [run-a]`` and ``data (spec) [run-b]``.
+    """
+    labels = [f"{tree.attrs.get('dataset') or 'fit'} ({tree.attrs.get('spec_name') or 'unknown specification'})" for tree in trees]
+    paths = [Path(fit) if isinstance(fit, (str, Path)) else None for fit in fits]
+    folders = [None if path is None else (path.parent.name or path.resolve().parent.name) for path in paths]
+    stems = [None if path is None else path.stem for path in paths]
+    for hints in (folders, stems):
+        labels = _add_hints(labels, hints)
+
+    counts = {label: labels.count(label) for label in labels}
+    seen: dict[str, int] = {}
+    numbered = []
+    for label in labels:
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            label = f"{label} #{seen[label]}"
+        numbered.append(label)
+    return numbered
+
+
+def _add_hints(labels: list[str], hints: list[str | None]) -> list[str]:
+    """Append ``[hint]`` to each repeated label whose group has more than one distinct hint."""
+    groups: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        groups.setdefault(label, []).append(index)
+    out = list(labels)
+    for members in groups.values():
+        if len(members) < 2 or len({hints[i] for i in members}) < 2:
+            continue
+        for index in members:
+            if hints[index]:
+                out[index] = f"{labels[index]} [{hints[index]}]"
+    return out
 
 
 def _flat(posterior: xr.Dataset, name: str) -> np.ndarray:
@@ -715,8 +748,10 @@ def compare(
     output_dir
         Folder to write into (created if missing); every file is written atomically.
     labels
-        One unique name per fit. Defaults to the file stem of a path, or the
-        dataset and specification name of a DataTree.
+        One unique name per fit. By default each fit is named ``dataset
+        (specification)``; repeated names get the folder of the posterior
+        file, then its file name, then a numeric suffix (see
+        :func:`_default_labels`).
     seed
         Seed of the random pairing of draws and of the thinning of scatter plots.
     thresholds

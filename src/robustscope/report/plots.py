@@ -19,6 +19,11 @@ import xarray as xr  # noqa: E402
 PROB = 0.89
 # Above this many points a scatter plot switches to small, transparent markers.
 MANY_POINTS = 2000
+# Above this many points a scatter plot becomes a hexagonal-bin density plot,
+# because overlapping markers hide where most points lie.
+DENSITY_POINTS = 20_000
+# Pairs drawn in the posterior predictive check; larger fits are thinned evenly in the sorted order.
+MAX_PPC_PAIRS = 1500
 
 
 def _interval(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,8 +37,12 @@ def competence_robustness(trace: xr.DataTree, pairs: pd.DataFrame, descriptive: 
     center = float(trace.attrs.get("competence_center", 0.0))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     size, alpha = (6, 0.35) if len(pairs) > MANY_POINTS else (18, 0.7)
+    dense = len(pairs) > DENSITY_POINTS
 
-    left.scatter(pairs["mu_mean"], np.exp(pairs["log_sigma_mean"]), s=size, alpha=alpha, color="#1f77b4", label="(model, task) posterior mean")
+    if dense:
+        left.hexbin(pairs["mu_mean"], np.exp(pairs["log_sigma_mean"]), yscale="log", gridsize=60, bins="log", mincnt=1, cmap="Blues", label="(model, task) pairs per bin (log colour)")
+    else:
+        left.scatter(pairs["mu_mean"], np.exp(pairs["log_sigma_mean"]), s=size, alpha=alpha, color="#1f77b4", label="(model, task) posterior mean")
     grid = np.linspace(pairs["mu_mean"].min() - 0.3, pairs["mu_mean"].max() + 0.3, 120)
     gamma0 = posterior["gamma0"].values.ravel()
     gamma1 = posterior["gamma1"].values.ravel() if "gamma1" in posterior else np.zeros_like(gamma0)
@@ -47,7 +56,10 @@ def competence_robustness(trace: xr.DataTree, pairs: pd.DataFrame, descriptive: 
     left.set_title("Model: spread across perturbations vs competence")
     left.legend(fontsize=7, loc="best")
 
-    right.scatter(pairs["accuracy"], pairs["observed_spread"], s=size, alpha=alpha, color="#2ca02c", label="(model, task) observed")
+    if dense:
+        right.hexbin(pairs["accuracy"], pairs["observed_spread"], gridsize=60, bins="log", mincnt=1, cmap="Greens", extent=(0.0, 1.0, 0.0, float(pairs["observed_spread"].max())), label="(model, task) pairs per bin (log colour)")
+    else:
+        right.scatter(pairs["accuracy"], pairs["observed_spread"], s=size, alpha=alpha, color="#2ca02c", label="(model, task) observed")
     if descriptive:
         xs = np.linspace(0, 1, 50)
         right.plot(xs, descriptive["ols_intercept"] + descriptive["ols_slope"] * xs, color="black", lw=1, ls="--", label="OLS of spread on accuracy")
@@ -101,9 +113,12 @@ def model_effects(table: pd.DataFrame, title: str = "Model identity effects on l
 def spread_ppc(trace: xr.DataTree) -> plt.Figure:
     """Posterior predictive check of each pair's accuracy spread, pairs sorted by observed spread."""
     observed = trace["observed_data"]["spread"].values
-    replicated = trace["posterior_predictive"]["spread"].stack(sample=("chain", "draw")).transpose("pair", "sample").values
     order = np.argsort(observed)
-    median, lower, upper = _interval(replicated[order], axis=1)
+    if len(order) > MAX_PPC_PAIRS:
+        order = order[np.unique(np.linspace(0, len(order) - 1, MAX_PPC_PAIRS).astype(int))]
+    replicated = trace["posterior_predictive"]["spread"].transpose("pair", "chain", "draw").values
+    replicated = replicated[order].reshape(len(order), -1)
+    median, lower, upper = _interval(replicated, axis=1)
     x = np.arange(len(order))
     outside = (observed[order] < lower) | (observed[order] > upper)
     fig, ax = plt.subplots(figsize=(9, 3.8))
@@ -111,7 +126,8 @@ def spread_ppc(trace: xr.DataTree) -> plt.Figure:
     ax.plot(x, median, color="#9467bd", lw=1, label="predictive median")
     ax.scatter(x[~outside], observed[order][~outside], s=6, color="black", label="observed")
     ax.scatter(x[outside], observed[order][outside], s=10, color="#d62728", label=f"observed, outside interval ({outside.mean():.0%})")
-    ax.set_xlabel("(model, task) pairs, sorted by observed spread")
+    shown = f" ({len(order):,} of {len(observed):,} shown, evenly spaced)" if len(order) < len(observed) else ""
+    ax.set_xlabel("(model, task) pairs, sorted by observed spread" + shown)
     ax.set_ylabel("SD of accuracy across perturbations (probability)")
     ax.set_title("Posterior predictive check of the spread the model exists for")
     ax.legend(fontsize=7)

@@ -47,19 +47,31 @@ def _interval(entry: dict[str, float] | None) -> str:
     return f"{entry['mean']:.3f} [{entry['lower']:.3f}, {entry['upper']:.3f}]"
 
 
-def _figures(trace: xr.DataTree, tensor: xr.Dataset | None, summary: dict[str, Any]) -> list[tuple[str, str, bytes]]:
-    """Return (file name, caption, PNG bytes) for every figure of the report."""
+def _figures(trace: xr.DataTree, tensor: xr.Dataset | None, summary: dict[str, Any], checks: pd.DataFrame) -> list[tuple[str, str, bytes]]:
+    """Return (file name, caption, PNG bytes) for every figure of the report; ``checks`` is the table of :func:`check_fit`."""
     posterior = trace["posterior"].to_dataset()
     pairs = pair_table(trace)
     descriptive = None
     if tensor is not None and "n_correct" in tensor:
         descriptive = summary.get("descriptive")
+    density_note = (
+        f" With more than {plots.DENSITY_POINTS:,} pairs each panel shows the number of pairs per hexagonal bin (log colour scale) "
+        "instead of one point per pair."
+        if len(pairs) > plots.DENSITY_POINTS
+        else ""
+    )
+    ppc_note = (
+        f" {plots.MAX_PPC_PAIRS:,} of the {len(pairs):,} pairs are drawn, evenly spaced in the sorted order."
+        if len(pairs) > plots.MAX_PPC_PAIRS
+        else ""
+    )
     figures = [
         (
             "competence_robustness.png",
             "Left: posterior mean competence (logit) and spread (logit units, log axis) of each (model, task) pair, with the "
             "posterior median of exp(gamma0 + gamma1 (mu - c0)) and its 89% band. Right: the observed mean accuracy and standard "
-            "deviation of accuracy across perturbations, with the ordinary least squares line of the published style of analysis.",
+            "deviation of accuracy across perturbations, with the ordinary least squares line of the published style of analysis."
+            + density_note,
             _png(plots.competence_robustness(trace, pairs, descriptive)),
         ),
         (
@@ -82,11 +94,10 @@ def _figures(trace: xr.DataTree, tensor: xr.Dataset | None, summary: dict[str, A
         (
             "spread_ppc.png",
             "Posterior predictive check: observed standard deviation of accuracy across perturbations per pair against its 89% "
-            "posterior predictive interval; red points fall outside.",
+            "posterior predictive interval; red points fall outside." + ppc_note,
             _png(plots.spread_ppc(trace)),
         )
     )
-    checks = check_fit(trace)
     worst = [str(checks.set_index("check").loc["r_hat_max", "detail"])] + ["gamma1", "sd_u", "sd_e", "gamma0"]
     names = list(dict.fromkeys(n for n in worst if n))
     figures.append(
@@ -100,9 +111,9 @@ def _figures(trace: xr.DataTree, tensor: xr.Dataset | None, summary: dict[str, A
     return figures
 
 
-def _tables(trace: xr.DataTree, tensor: xr.Dataset | None) -> dict[str, pd.DataFrame]:
+def _tables(trace: xr.DataTree, tensor: xr.Dataset | None, checks: pd.DataFrame) -> dict[str, pd.DataFrame]:
     posterior = trace["posterior"].to_dataset()
-    tables = {"diagnostics": check_fit(trace), "shares": decompose.share_table(posterior)}
+    tables = {"diagnostics": checks, "shares": decompose.share_table(posterior)}
     if tensor is not None and "n_correct" in tensor:
         tables["descriptive"] = all_measures(pair_metrics(tensor))
     return tables
@@ -244,10 +255,12 @@ def write_report(trace: xr.DataTree, output_dir: str | Path, tensor: xr.Dataset 
     Every file is written atomically. Returns the summary dictionary.
     """
     output_dir = Path(output_dir)
-    summary = build_summary(trace, tensor)
+    # The checks are the slowest step on large fits, so they run once and feed the summary, tables and figures.
+    checks = check_fit(trace)
+    summary = build_summary(trace, tensor, checks=checks)
     summary["robustscope_version"] = __version__
-    tables = _tables(trace, tensor)
-    figures = _figures(trace, tensor, summary)
+    tables = _tables(trace, tensor, checks)
+    figures = _figures(trace, tensor, summary, checks)
     for name, _, data in figures:
         write_bytes(output_dir / "figures" / name, data)
     write_text(output_dir / "report.md", _markdown(summary, tables, figures))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pandas as pd
 import xarray as xr
 
 from .. import decompose
@@ -13,14 +14,23 @@ from ..metrics.descriptive import pair_metrics
 from ..metrics.regression import ols_and_spearman, published_reference
 
 
-def build_summary(trace: xr.DataTree, tensor: xr.Dataset | None = None, robustness: str = "accuracy_sd") -> dict[str, Any]:
+def build_summary(
+    trace: xr.DataTree,
+    tensor: xr.Dataset | None = None,
+    robustness: str = "accuracy_sd",
+    *,
+    checks: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """Return the summary dictionary of a fit: counts, diagnostics, variance shares, effects, descriptive statistics.
 
     ``robustness`` names the descriptive spread measure regressed on
-    competence for the published-style figures.
+    competence for the published-style figures. ``checks`` is the table of
+    :func:`robustscope.diagnostics.check_fit` for ``trace``; it is computed
+    when not given.
     """
     posterior = trace["posterior"].to_dataset()
-    checks = check_fit(trace)
+    if checks is None:
+        checks = check_fit(trace)
     manifest = json.loads(trace.attrs.get("manifest", "{}") or "{}")
     constant = trace["constant_data"].to_dataset()
     shares = decompose.share_table(posterior)
