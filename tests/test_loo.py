@@ -8,6 +8,7 @@ import xarray as xr
 
 from robustscope.errors import RobustscopeError
 from robustscope.loo import add_pointwise_elpd, good_k_threshold, loo_compare, nested_specs
+from robustscope.specs import load_spec
 from robustscope.simulate import LocationScaleTruth, simulate_location_scale
 from robustscope.sweep import sweep
 
@@ -63,9 +64,10 @@ def test_fits_of_different_tensors_are_not_compared(outcomes):
 
 def test_nested_specs_change_only_the_scale_terms():
     specs = nested_specs("location-scale")
-    assert sorted(specs) == sorted(f"location-scale-{s}" for s in ("both", "competence-only", "model-only", "neither"))
+    assert sorted(specs) == sorted(["location-scale"] + [f"location-scale-{s}" for s in ("competence-only", "model-only", "neither")])
     assert specs["location-scale-neither"].scale_terms == ("task", "residual")
-    assert {s.priors == specs["location-scale-both"].priors for s in specs.values()} == {True}
+    assert {s.priors == specs["location-scale"].priors for s in specs.values()} == {True}
+    assert specs["location-scale"] == load_spec("location-scale")
 
 
 @pytest.mark.slow
@@ -74,7 +76,7 @@ def test_nested_comparison_prefers_model_identity_when_it_drives_robustness(tmp_
     ds, _ = simulate_location_scale(models=8, tasks=6, perturbations=12, truth=truth, seed=21)
     result = sweep([ds], ["location-scale"], tmp_path, nested=True, compare_report=False, chains=2, draws=300, tune=300, progress=False)
     ranking = result["loo"]["simulated"]
-    with_model = {"location-scale-both", "location-scale-model-only"}
+    with_model = {"location-scale", "location-scale-model-only"}
     assert ranking.index[0] in with_model
     assert ranking.loc["location-scale-neither", "elpd"] < ranking.loc["location-scale-model-only", "elpd"]
     assert ranking.loc["location-scale-competence-only", "elpd"] < ranking.loc["location-scale-model-only", "elpd"]

@@ -45,7 +45,7 @@ from ._io import write_bytes, write_json, write_text  # noqa: E402
 from ._logging import get_logger  # noqa: E402
 from .diagnostics import check_fit, summarize  # noqa: E402
 from .errors import InputError, RobustscopeError  # noqa: E402
-from .models.location_scale import empirical_logit  # noqa: E402
+from .models.location_scale import competence_term, empirical_logit  # noqa: E402
 
 log = get_logger("check")
 
@@ -296,6 +296,9 @@ def check_new(
     if cells.empty:
         raise InputError("the new results have no observed cells", hint="check the file and the loader options")
 
+    family = trace.attrs.get("family", "location-scale")
+    if family != "location-scale":
+        raise RobustscopeError(f"check_new predicts the spread of accuracy and needs a location-scale fit; this fit is of the {family!r} family")
     posterior = trace["posterior"].to_dataset()
     constant = trace["constant_data"].to_dataset()
     known_models = [str(m) for m in constant["model"].values]
@@ -344,7 +347,10 @@ def check_new(
     se = np.nan_to_num(table["competence_logit_se"].to_numpy(), nan=0.0)
     mu = table["competence_logit"].to_numpy()[None, :] + se[None, :] * rng.standard_normal((n_draws, n_pairs))
     residual = rng.standard_normal((n_draws, n_pairs)) * (sd_e[:, None] if sd_e is not None else 0.0)
-    log_sigma = gamma0[:, None] + gamma1[:, None] * (mu - center) + u + v + residual
+    spline = _flat_draws(posterior, "spline_coef", keep, "knot")
+    knots = np.asarray(json.loads(trace.attrs.get("spline_knots", "[]")), dtype=float)
+    term = competence_term(mu, gamma1[:, None], spline[:, None, :] if spline is not None and len(knots) else None, knots, float(trace.attrs.get("spline_width", 1.0)), center)
+    log_sigma = gamma0[:, None] + term + u + v + residual
 
     pair_index = pd.MultiIndex.from_frame(table[["model", "task"]])
     cell_pair = pair_index.get_indexer(pd.MultiIndex.from_frame(cells[["model", "task"]]))

@@ -183,14 +183,22 @@ def loo_compare(traces: Mapping[str, xr.DataTree], *, method: str = "stacking") 
 def nested_specs(base: str | ModelSpec = "location-scale") -> dict[str, ModelSpec]:
     """Return the four nested alternatives of a location-scale specification.
 
-    Names are ``<base>-both``, ``<base>-competence-only``, ``<base>-model-only``
-    and ``<base>-neither``; each keeps the base's likelihood, priors, location
+    The alternative with both competence and model identity keeps the base
+    specification and its name (so a fit of the base can be reused); the
+    others are named ``<base>-competence-only``, ``<base>-model-only`` and
+    ``<base>-neither``. Each keeps the base's likelihood, priors, location
     terms and sampler settings and changes only the scale terms.
     """
     spec = load_spec(base)
     if spec.family != "location-scale":
         raise RobustscopeError(f"nested alternatives are defined for the location-scale family, not {spec.family!r}")
-    return {f"{spec.name}-{suffix}": dataclasses.replace(spec, name=f"{spec.name}-{suffix}", scale_terms=terms) for suffix, terms in NESTED_TERMS.items()}
+    out = {}
+    for suffix, terms in NESTED_TERMS.items():
+        if suffix == "both":
+            out[spec.name] = dataclasses.replace(spec, scale_terms=terms)
+        else:
+            out[f"{spec.name}-{suffix}"] = dataclasses.replace(spec, name=f"{spec.name}-{suffix}", scale_terms=terms)
+    return out
 
 
 __all__ = ["NESTED_TERMS", "add_pointwise_elpd", "good_k_threshold", "loo_compare", "nested_specs"]

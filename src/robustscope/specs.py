@@ -145,6 +145,18 @@ class ModelSpec:
         payload["factor_interactions"] = list(self.factor_interactions)
         return payload
 
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> ModelSpec:
+        """Return the specification that :meth:`to_dict` wrote (for example from a fit's attributes)."""
+        values = dict(payload)
+        values["priors"] = {name: Prior(**prior) for name, prior in values.get("priors", {}).items()}
+        values["sampler"] = SamplerSettings(**values.get("sampler", {}))
+        for key in ("location_terms", "scale_terms", "factors", "factor_interactions"):
+            if key in values:
+                values[key] = tuple(values[key])
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
     def to_json(self) -> str:
         """Return :meth:`to_dict` as canonical JSON."""
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -35,6 +35,7 @@ import xarray as xr  # noqa: E402
 from scipy.special import ndtri  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
 
+from ..models.location_scale import competence_curve  # noqa: E402
 from .. import __version__, decompose  # noqa: E402
 from .._io import write_bytes, write_json, write_text  # noqa: E402
 from .._logging import get_logger  # noqa: E402
@@ -346,11 +347,8 @@ def plot_competence_curves(trees: list[xr.DataTree], labels: list[str], rng: np.
             thinned = True
         ax.scatter(mu[shown], sigma[shown], s=5, alpha=0.3, color=color)
 
-        center = float(tree.attrs.get("competence_center", 0.0))
         grid = np.linspace(np.quantile(mu, 0.01) - 0.2, np.quantile(mu, 0.99) + 0.2, 100)
-        gamma0 = _flat(posterior, "gamma0")
-        gamma1 = _flat(posterior, "gamma1") if "gamma1" in posterior else np.zeros_like(gamma0)
-        curves = np.exp(gamma0[:, None] + gamma1[:, None] * (grid[None, :] - center))
+        curves = np.exp(competence_curve(posterior, grid, tree.attrs))
         ax.plot(grid, np.median(curves, axis=0), color=color, lw=2, label=f"{label}: posterior median curve")
         ax.fill_between(grid, np.quantile(curves, tail, axis=0), np.quantile(curves, 1.0 - tail, axis=0), color=color, alpha=0.18)
 

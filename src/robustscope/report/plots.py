@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from ..models.location_scale import competence_curve  # noqa: E402
+
 PROB = 0.89
 # Above this many points a scatter plot switches to small, transparent markers.
 MANY_POINTS = 2000
@@ -34,7 +36,6 @@ def _interval(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray
 def competence_robustness(trace: xr.DataTree, pairs: pd.DataFrame, descriptive: dict | None = None) -> plt.Figure:
     """Plot spread against competence: latent logit scale with the posterior curve, and the observed scale."""
     posterior = trace["posterior"].to_dataset()
-    center = float(trace.attrs.get("competence_center", 0.0))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     size, alpha = (6, 0.35) if len(pairs) > MANY_POINTS else (18, 0.7)
     dense = len(pairs) > DENSITY_POINTS
@@ -44,9 +45,7 @@ def competence_robustness(trace: xr.DataTree, pairs: pd.DataFrame, descriptive: 
     else:
         left.scatter(pairs["mu_mean"], np.exp(pairs["log_sigma_mean"]), s=size, alpha=alpha, color="#1f77b4", label="(model, task) posterior mean")
     grid = np.linspace(pairs["mu_mean"].min() - 0.3, pairs["mu_mean"].max() + 0.3, 120)
-    gamma0 = posterior["gamma0"].values.ravel()
-    gamma1 = posterior["gamma1"].values.ravel() if "gamma1" in posterior else np.zeros_like(gamma0)
-    curves = np.exp(gamma0[:, None] + gamma1[:, None] * (grid[None, :] - center))
+    curves = np.exp(competence_curve(posterior, grid, trace.attrs))
     median, lower, upper = _interval(curves)
     left.plot(grid, median, color="#d62728", lw=2, label="posterior median curve (average model and task)")
     left.fill_between(grid, lower, upper, color="#d62728", alpha=0.2, label=f"{PROB:.0%} credible band")

@@ -17,9 +17,12 @@ from .. import __version__, decompose
 from .._io import write_bytes, write_json, write_text
 from .._logging import get_logger
 from ..diagnostics import check_fit
+from ..specs import ModelSpec, load_spec
 from ..fit import pair_table
 from ..metrics.descriptive import pair_metrics
 from ..metrics.regression import all_measures
+from ..models import family_module
+from ..prior import plot_prior_predictive, prior_predictive
 from . import plots
 from .summary import build_summary
 
@@ -47,8 +50,46 @@ def _interval(entry: dict[str, float] | None) -> str:
     return f"{entry['mean']:.3f} [{entry['lower']:.3f}, {entry['upper']:.3f}]"
 
 
+def _family(trace: xr.DataTree) -> str:
+    return str(trace.attrs.get("family", "location-scale"))
+
+
+def _family_figures(trace: xr.DataTree, summary: dict[str, Any], checks: pd.DataFrame) -> list[tuple[str, str, bytes]]:
+    """Return the figures of a fit of a family other than location-scale.
+
+    The family module may provide ``report_figures(trace)``, a list of
+    (file name, caption, figure); the variance shares (when the fit has
+    them) and the trace plots of its key parameters follow.
+    """
+    module = family_module(_family(trace))
+    posterior = trace["posterior"].to_dataset()
+    figures = [(name, caption, _png(fig)) for name, caption, fig in getattr(module, "report_figures", lambda _: [])(trace)]
+    if "share_competence" in posterior:
+        figures.append(
+            (
+                "variance_shares.png",
+                f"Shares of the finite-population variance of {summary['quantity']} explained by competence, model identity, task "
+                "identity and the residual, with 89% intervals. The four shares sum to one in every draw.",
+                _png(plots.variance_shares({"fit": decompose.share_table(posterior)})),
+            )
+        )
+    worst = [str(checks.set_index("check").loc["r_hat_max", "detail"])] + list(getattr(module, "KEY_PARAMETERS", ()))[:4]
+    names = [n for n in dict.fromkeys(n for n in worst if n) if n in posterior]
+    figures.append(
+        (
+            "traces.png",
+            "Trace and rank plots of the parameter with the worst R-hat and of key parameters; overlapping chains and flat rank "
+            "histograms indicate convergence.",
+            _png(plots.worst_traces(trace, names)),
+        )
+    )
+    return figures
+
+
 def _figures(trace: xr.DataTree, tensor: xr.Dataset | None, summary: dict[str, Any], checks: pd.DataFrame) -> list[tuple[str, str, bytes]]:
     """Return (file name, caption, PNG bytes) for every figure of the report; ``checks`` is the table of :func:`check_fit`."""
+    if _family(trace) != "location-scale":
+        return _family_figures(trace, summary, checks)
     posterior = trace["posterior"].to_dataset()
     pairs = pair_table(trace)
     descriptive = None
@@ -98,6 +139,17 @@ def _figures(trace: xr.DataTree, tensor: xr.Dataset | None, summary: dict[str, A
             _png(plots.spread_ppc(trace)),
         )
     )
+    prior_check = summary.get("prior_predictive_result")
+    if prior_check is not None:
+        figures.append(
+            (
+                "prior_predictive.png",
+                f"Prior predictive check: cell accuracies (left) and each pair's SD of accuracy across perturbations (right) in "
+                f"{prior_check['datasets']} tensors simulated from the priors at the size of the data (grey), against the observed "
+                "values (red outline). Plausible priors put most mass strictly between 0 and 1 and cover the observed spreads.",
+                _png(plot_prior_predictive(prior_check, str(summary.get("model_spec") or ""))),
+            )
+        )
     worst = [str(checks.set_index("check").loc["r_hat_max", "detail"])] + ["gamma1", "sd_u", "sd_e", "gamma0"]
     names = list(dict.fromkeys(n for n in worst if n))
     figures.append(
@@ -113,8 +165,13 @@ def _figures(trace: xr.DataTree, tensor: xr.Dataset | None, summary: dict[str, A
 
 def _tables(trace: xr.DataTree, tensor: xr.Dataset | None, checks: pd.DataFrame) -> dict[str, pd.DataFrame]:
     posterior = trace["posterior"].to_dataset()
-    tables = {"diagnostics": checks, "shares": decompose.share_table(posterior)}
-    if tensor is not None and "n_correct" in tensor:
+    tables: dict[str, pd.DataFrame] = {"diagnostics": checks}
+    if "share_competence" in posterior:
+        tables["shares"] = decompose.share_table(posterior)
+    module = family_module(_family(trace))
+    for name, table in getattr(module, "report_tables", lambda _: {})(trace).items():
+        tables[name] = table
+    if tensor is not None and "n_correct" in tensor and _family(trace) == "location-scale":
         tables["descriptive"] = all_measures(pair_metrics(tensor))
     return tables
 
@@ -132,6 +189,8 @@ def _status_line(summary: dict[str, Any]) -> str:
 
 
 def _findings(summary: dict[str, Any]) -> list[str]:
+    if summary.get("family", "location-scale") != "location-scale":
+        return list(summary.get("findings", []))
     shares = summary["variance_shares"]
     lines = []
     effect = summary.get("competence_effect")
@@ -161,6 +220,13 @@ def _findings(summary: dict[str, Any]) -> list[str]:
             f"R^2 = {reference['ols_r2']} and slope {reference['ols_slope']}; OLS treats each point as exact and independent and "
             "cannot separate model identity from task."
         )
+    prior = summary.get("prior_predictive")
+    if prior:
+        lines.append(
+            f"Prior predictive check: {prior['prior_share_at_0_or_1']:.0%} of simulated cell accuracies lie within 0.02 of 0 or 1 "
+            f"(observed: {prior['observed_share_at_0_or_1']:.0%}), and {prior['observed_spread_inside_prior_90']:.0%} of the observed "
+            "spreads lie inside the central 90% of the simulated ones."
+        )
     if summary.get("caveat"):
         lines.append(f"Caveat from the data: {summary['caveat']}")
     return lines
@@ -184,7 +250,11 @@ def _markdown(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures:
     out += ["## Figures", ""]
     for name, caption, _ in figures:
         out += [f"![{caption}](figures/{name})", "", f"*{caption}*", ""]
-    out += ["## Variance shares of log spread", "", tables["shares"].round(3).to_markdown(), ""]
+    if "shares" in tables:
+        out += [f"## Variance shares of {summary.get('quantity', 'log spread')}", "", tables["shares"].round(3).to_markdown(), ""]
+    for name, table in tables.items():
+        if name not in ("shares", "descriptive", "diagnostics"):
+            out += [f"## {name}", "", table.round(3).to_markdown(), ""]
     if "descriptive" in tables:
         columns = ["ols_r2", "ols_slope", "spearman_rho", "n_points", "n_excluded"]
         out += ["## Published-style descriptive regressions", "", tables["descriptive"][columns].round(3).to_markdown(), ""]
@@ -238,7 +308,11 @@ def _html(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures: lis
             f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{encoded}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
-    parts.append("<h2>Variance shares of log spread</h2>" + tables["shares"].round(3).to_html())
+    if "shares" in tables:
+        parts.append(f"<h2>Variance shares of {html.escape(str(summary.get('quantity', 'log spread')))}</h2>" + tables["shares"].round(3).to_html())
+    for name, table in tables.items():
+        if name not in ("shares", "descriptive", "diagnostics"):
+            parts.append(f"<h2>{html.escape(name)}</h2>" + table.round(3).to_html())
     if "descriptive" in tables:
         columns = ["ols_r2", "ols_slope", "spearman_rho", "n_points", "n_excluded"]
         parts.append("<h2>Published-style descriptive regressions</h2>" + tables["descriptive"][columns].round(3).to_html())
@@ -247,6 +321,10 @@ def _html(summary: dict[str, Any], tables: dict[str, pd.DataFrame], figures: lis
     parts.append("<h2>Reproducibility</h2><ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in provenance) + "</ul>")
     parts.append(f"<p><small>robustscope {__version__}</small></p></body></html>")
     return "\n".join(parts)
+
+
+# Tensors simulated from the priors for the prior predictive check of a report.
+PRIOR_DATASETS = 10
 
 
 def write_report(trace: xr.DataTree, output_dir: str | Path, tensor: xr.Dataset | None = None) -> dict[str, Any]:
@@ -259,12 +337,27 @@ def write_report(trace: xr.DataTree, output_dir: str | Path, tensor: xr.Dataset 
     checks = check_fit(trace)
     summary = build_summary(trace, tensor, checks=checks)
     summary["robustscope_version"] = __version__
+    if tensor is not None and "n_correct" in tensor and _family(trace) == "location-scale":
+        spec = ModelSpec.from_dict(json.loads(trace.attrs["spec"])) if trace.attrs.get("spec") else load_spec("location-scale")
+        result = prior_predictive(spec, tensor, datasets=PRIOR_DATASETS, seed=0)
+        summary["prior_predictive_result"] = result
+        summary["prior_predictive"] = {
+            "datasets": result["datasets"],
+            "prior_share_at_0_or_1": float(result["table"].loc["prior accuracy", "share_at_0_or_1"]),
+            "observed_share_at_0_or_1": float(result["table"].loc["observed accuracy", "share_at_0_or_1"]),
+            "observed_spread_inside_prior_90": result["observed_spread_inside_prior_90"],
+            "table": {
+                row: {key: (None if pd.isna(value) else float(value)) for key, value in values.items()}
+                for row, values in result["table"].round(4).to_dict(orient="index").items()
+            },
+        }
     tables = _tables(trace, tensor, checks)
     figures = _figures(trace, tensor, summary, checks)
     for name, _, data in figures:
         write_bytes(output_dir / "figures" / name, data)
     write_text(output_dir / "report.md", _markdown(summary, tables, figures))
     write_text(output_dir / "report.html", _html(summary, tables, figures))
+    summary.pop("prior_predictive_result", None)
     write_json(output_dir / "summary.json", summary)
     if not summary["diagnostics"]["passed"]:
         log.error("fit failed diagnostics: %s", ", ".join(summary["diagnostics"]["failed_checks"]))

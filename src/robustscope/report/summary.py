@@ -12,6 +12,7 @@ from .. import decompose
 from ..diagnostics import check_fit, summarize
 from ..metrics.descriptive import pair_metrics
 from ..metrics.regression import ols_and_spearman, published_reference
+from ..models import family_module
 
 
 def build_summary(
@@ -33,12 +34,15 @@ def build_summary(
         checks = check_fit(trace)
     manifest = json.loads(trace.attrs.get("manifest", "{}") or "{}")
     constant = trace["constant_data"].to_dataset()
-    shares = decompose.share_table(posterior)
+    family = str(trace.attrs.get("family", "location-scale"))
+    module = family_module(family)
+    has_shares = "share_competence" in posterior
+    shares = decompose.share_table(posterior) if has_shares else None
     counts = {
         "models": int(constant.sizes["model"]),
         "tasks": int(constant.sizes["task"]),
         "pairs": int(constant.sizes["pair"]),
-        "cells": int(constant["pair_perturbations"].sum()),
+        "cells": int(constant["pair_perturbations"].sum()) if "pair_perturbations" in constant else None,
         "perturbations": int(tensor.sizes["perturbation"]) if tensor is not None else None,
         "rows_read": manifest.get("rows", {}).get("read"),
         "rows_kept": manifest.get("rows", {}).get("kept"),
@@ -51,12 +55,14 @@ def build_summary(
         "dataset": trace.attrs.get("dataset"),
         "metric": trace.attrs.get("metric"),
         "model_spec": trace.attrs.get("spec_name"),
+        "family": family,
+        "quantity": getattr(module, "QUANTITY", "log spread"),
         "counts": counts,
         "diagnostics": summarize(checks),
-        "variance_shares": {name: row.to_dict() for name, row in shares.iterrows()},
-        "bayes_r2": decompose.interval_summary(posterior["bayes_r2"]),
+        "variance_shares": {name: row.to_dict() for name, row in shares.iterrows()} if has_shares else None,
+        "bayes_r2": decompose.interval_summary(posterior["bayes_r2"]) if "bayes_r2" in posterior else None,
         "competence_effect": decompose.interval_summary(posterior["gamma1"]) if "gamma1" in posterior else None,
-        "competence_effect_units": "change in log sigma (log of the logit spread) per one logit of competence",
+        "competence_effect_units": getattr(module, "COMPETENCE_EFFECT_UNITS", "change in log sigma (log of the logit spread) per one logit of competence"),
         "sampler": {
             "name": trace.attrs.get("sampler"),
             "seed": trace.attrs.get("seed"),
@@ -70,7 +76,9 @@ def build_summary(
         "caveat": trace.attrs.get("caveat") or None,
         "published_reference": published_reference(),
     }
-    if tensor is not None and "n_correct" in tensor:
+    if family != "location-scale":
+        summary["findings"] = list(getattr(module, "report_findings", lambda _: [])(trace))
+    elif tensor is not None and "n_correct" in tensor:
         table = pair_metrics(tensor)
         summary["descriptive"] = ols_and_spearman(table, robustness=robustness)
     return summary

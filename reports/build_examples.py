@@ -1,0 +1,124 @@
+"""Rebuild the example reports committed under reports/ from the shipped data.
+
+Run from the repository root after `make report` (which writes
+reports/multi-prompt-eval/):
+
+    .venv/bin/python reports/build_examples.py [--only NAME ...]
+
+Steps (each is skipped when its output exists, so a rerun resumes):
+
+* ``helm-classic``: ingest the HELM classic collection (binary-metric
+  scenarios) and fit ``location-scale-few-perturbations``.
+* ``heldout``: refit the multi-prompt data without one model and check that
+  model against the fit of the others (``check/``).
+* ``compare``: the multi-prompt fit against the HELM classic fit.
+* ``nested``: the four nested alternatives on the multi-prompt data, ranked
+  by PSIS-LOO (reuses the main job's fit for the full model).
+* ``spline``: the multi-prompt data with the spline competence term.
+* ``factors``: the perturbation-factor model on the multi-prompt data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import robustscope as rs
+from robustscope import tensor as _tensor
+from robustscope.check import check_new, write_check_report
+from robustscope.fit import fit
+from robustscope.pipeline import report
+from robustscope.report.compare import compare
+from robustscope.sweep import sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports"
+MAIN = REPORTS / "multi-prompt-eval"
+HELD_OUT_MODEL = "vicuna-13b"
+
+
+def helm_classic() -> Path:
+    out = REPORTS / "helm-classic"
+    tensor_path = out / "tensor.nc"
+    if not tensor_path.exists():
+        rs.ingest(ROOT / "data" / "helm-classic", "every-eval-ever", output=tensor_path, metric_kind="binary", dataset="helm-classic")
+    posterior = out / "posterior.nc"
+    if not posterior.exists():
+        fit(tensor_path, "location-scale-few-perturbations", output=posterior)
+    report(posterior, out, tensor=tensor_path)
+    return posterior
+
+
+def heldout() -> None:
+    out = REPORTS / "multi-prompt-heldout"
+    full = _tensor.load(MAIN / "tensor.nc")
+    others = [m for m in full["model"].values.tolist() if m != HELD_OUT_MODEL]
+    tensor_path = out / "tensor.nc"
+    if not tensor_path.exists():
+        without = full.sel(model=others)
+        without.attrs["dataset"] = f"multi-prompt-eval without {HELD_OUT_MODEL}"
+        _tensor.save(without, tensor_path)
+    posterior = out / "posterior.nc"
+    if not posterior.exists():
+        fit(tensor_path, "location-scale", output=posterior)
+    report(posterior, out, tensor=tensor_path)
+    new = full.sel(model=[HELD_OUT_MODEL])
+    new.attrs["dataset"] = f"multi-prompt-eval, {HELD_OUT_MODEL} only"
+    table = check_new(posterior, new)
+    write_check_report(table, out / "check", fit=posterior)
+
+
+def comparison() -> None:
+    compare(
+        [MAIN / "posterior.nc", REPORTS / "helm-classic" / "posterior.nc"],
+        REPORTS / "compare-multi-prompt-vs-helm-classic",
+        labels=["multi-prompt-eval (location-scale)", "helm-classic (location-scale-few-perturbations)"],
+    )
+
+
+def nested() -> None:
+    out = REPORTS / "multi-prompt-nested"
+    fits = out / "fits"
+    fits.mkdir(parents=True, exist_ok=True)
+    base = fits / "multi-prompt-eval__location-scale.nc"
+    if not base.exists():
+        shutil.copyfile(MAIN / "posterior.nc", base)
+    sweep([MAIN / "tensor.nc"], ["location-scale"], out, nested=True)
+
+
+def spline() -> None:
+    out = REPORTS / "multi-prompt-spline"
+    posterior = out / "posterior.nc"
+    if not posterior.exists():
+        fit(MAIN / "tensor.nc", "location-scale-spline", output=posterior)
+    report(posterior, out, tensor=MAIN / "tensor.nc")
+
+
+def factors() -> None:
+    out = REPORTS / "multi-prompt-factors"
+    posterior = out / "posterior.nc"
+    if not posterior.exists():
+        fit(MAIN / "tensor.nc", "perturbation-factors", output=posterior)
+    report(posterior, out, tensor=MAIN / "tensor.nc")
+
+
+STEPS = {"helm-classic": helm_classic, "heldout": heldout, "compare": comparison, "nested": nested, "spline": spline, "factors": factors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(STEPS), help="run only these steps")
+    args = parser.parse_args(argv)
+    if not (MAIN / "posterior.nc").exists():
+        print("reports/multi-prompt-eval/posterior.nc is missing: run `make report` first", file=sys.stderr)
+        return 2
+    for name in args.only or list(STEPS):
+        print(f"== {name}", flush=True)
+        STEPS[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
