@@ -16,6 +16,9 @@ Steps (each is skipped when its output exists, so a rerun resumes):
   by PSIS-LOO (reuses the main job's fit for the full model).
 * ``spline``: the multi-prompt data with the spline competence term.
 * ``factors``: the perturbation-factor model on the multi-prompt data.
+* ``promptbench``: the PromptBench accuracy datasets whose example counts the
+  reported percentages pin down (see ``PROMPTBENCH_EXAMPLES``), fitted with
+  the default model.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 MAIN = REPORTS / "multi-prompt-eval"
 HELD_OUT_MODEL = "vicuna-13b"
+# PromptBench gives accuracies to 0.01% without example counts. For these
+# datasets every reported accuracy is a whole number of correct answers out
+# of this many examples (the smallest such count); the other accuracy
+# datasets fit no single count and are left out of the binomial fit.
+PROMPTBENCH_EXAMPLES = {"cola": 1000, "mnli": 1000, "qnli": 1000, "qqp": 1000, "math": 160, "wnli": 71}
 
 
 def helm_classic() -> Path:
@@ -104,7 +112,24 @@ def factors() -> None:
     report(posterior, out, tensor=MAIN / "tensor.nc")
 
 
-STEPS = {"helm-classic": helm_classic, "heldout": heldout, "compare": comparison, "nested": nested, "spline": spline, "factors": factors}
+def promptbench() -> None:
+    out = REPORTS / "promptbench"
+    tensor_path = out / "tensor.nc"
+    if not tensor_path.exists():
+        rs.ingest(
+            ROOT / "data" / "promptbench-adv-prompts",
+            "promptbench",
+            output=tensor_path,
+            n_examples=PROMPTBENCH_EXAMPLES,
+            tasks=sorted(PROMPTBENCH_EXAMPLES),
+        )
+    posterior = out / "posterior.nc"
+    if not posterior.exists():
+        fit(tensor_path, "location-scale", output=posterior)
+    report(posterior, out, tensor=tensor_path)
+
+
+STEPS = {"helm-classic": helm_classic, "heldout": heldout, "compare": comparison, "nested": nested, "spline": spline, "factors": factors, "promptbench": promptbench}
 
 
 def main(argv: list[str] | None = None) -> int:
