@@ -84,7 +84,7 @@ from ..errors import RobustscopeError
 from ..fit import LOGLIK_VARIABLE, PPC_DRAWS, sample_model
 from ..metrics import per_example
 from ..specs import ModelSpec, Prior
-from .location_scale import _group_effect, _mixed_normal, _prior, empirical_logit
+from .location_scale import _group_effect, _mixed_normal, _prior, empirical_logit, latent_competence
 from .quadrature import marginal_logp
 
 log = get_logger("models.consistency")
@@ -384,17 +384,7 @@ def build_model(data: ConsistencyData, spec: ModelSpec) -> pm.Model:
         pm.Data("pair_task", pair_task, dims="pair")
 
         # Competence on the logit scale, informed by the correct-answer counts.
-        alpha = _prior("alpha", spec)
-        location = alpha + pt.zeros(data.n_pairs)
-        if "model" in spec.location_terms:
-            location = location + _group_effect("a_model", "sd_model", "model", spec, location_noncentered)[pair_model]
-        if "task" in spec.location_terms:
-            location = location + _group_effect("b_task", "sd_task", "task", spec, location_noncentered)[pair_task]
-        if "model:task" in spec.location_terms:
-            sd_pair = _prior("sd_model_task", spec)
-            mu = _mixed_normal("mu", location, sd_pair, weak_location, data.n_pairs)
-        else:
-            mu = pm.Deterministic("mu", location, dims="pair")
+        mu = latent_competence(spec, pair_model, pair_task, weak_location, location_noncentered)
         log_sd_cell = pt.log(_prior("sd_cell", spec)) if spec.likelihood == "binomial-collapsed" else pt.constant(0.0)
         pm.Potential("competence_likelihood", pt.sum(competence_loglik(mu, log_sd_cell, data, spec, xp=pt)))
 

@@ -240,6 +240,26 @@ def _group_effect(name: str, sd_name: str, dim: str, spec: ModelSpec, noncentere
     return pm.ZeroSumNormal(name, sigma=sd, dims=dim)
 
 
+def latent_competence(spec: ModelSpec, pair_model: np.ndarray, pair_task: np.ndarray, weak: np.ndarray, noncentered: bool) -> pt.TensorVariable:
+    """Add the competence submodel to the PyMC model in context and return ``mu`` (logit scale, one per pair).
+
+    ``mu[m,t] = alpha + a[model] + b[task] + ab[m,t]`` with the terms the
+    specification lists. ``weak`` marks pairs whose ``ab`` is sampled
+    non-centred; ``noncentered`` applies to the model and task effects.
+    """
+    n_pairs = len(pair_model)
+    alpha = _prior("alpha", spec)
+    location = alpha + pt.zeros(n_pairs)
+    if "model" in spec.location_terms:
+        location = location + _group_effect("a_model", "sd_model", "model", spec, noncentered)[pair_model]
+    if "task" in spec.location_terms:
+        location = location + _group_effect("b_task", "sd_task", "task", spec, noncentered)[pair_task]
+    if "model:task" in spec.location_terms:
+        sd_pair = _prior("sd_model_task", spec)
+        return _mixed_normal("mu", location, sd_pair, weak, n_pairs)
+    return pm.Deterministic("mu", location, dims="pair")
+
+
 def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
     """Return the PyMC model for ``data`` as ``spec`` declares it.
 
@@ -264,17 +284,7 @@ def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
         pm.Data("pair_task", pair_task, dims="pair")
 
         # Location: competence on the logit scale.
-        alpha = _prior("alpha", spec)
-        location = alpha + pt.zeros(data.n_pairs)
-        if "model" in spec.location_terms:
-            location = location + _group_effect("a_model", "sd_model", "model", spec, noncentered)[pair_model]
-        if "task" in spec.location_terms:
-            location = location + _group_effect("b_task", "sd_task", "task", spec, noncentered)[pair_task]
-        if "model:task" in spec.location_terms:
-            sd_pair = _prior("sd_model_task", spec)
-            mu = _mixed_normal("mu", location, sd_pair, weak_location, data.n_pairs)
-        else:
-            mu = pm.Deterministic("mu", location, dims="pair")
+        mu = latent_competence(spec, pair_model, pair_task, weak_location, noncentered)
 
         # Scale: log of the logit spread across perturbations.
         gamma0 = _prior("gamma0", spec)
