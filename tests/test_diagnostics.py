@@ -140,3 +140,22 @@ def test_check_fit_one_chain_uses_arviz():
     tree = _tree({"theta": rng.normal(size=shape)}, np.zeros(shape, bool), rng.normal(size=shape))
     checks = check_fit(tree).set_index("check")
     assert checks.loc["ess_bulk_min", "detail"] == "theta"
+
+
+def test_stored_psis_loo_gives_the_same_pareto_check_as_recomputing():
+    import importlib.util
+    from pathlib import Path
+
+    from robustscope.loo import add_pointwise_elpd
+
+    location = Path(__file__).parent / "report" / "fake_fits.py"
+    module_spec = importlib.util.spec_from_file_location("fake_fits", location)
+    fake_fits = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(fake_fits)
+    trace = fake_fits.fake_fit(models=6, tasks=5, pairs_per_model=4, seed=3)
+    recomputed = check_fit(trace).set_index("check").loc["pareto_k_max"]
+    add_pointwise_elpd(trace)
+    stored = check_fit(trace).set_index("check").loc["pareto_k_max"]
+    assert stored["value"] == pytest.approx(recomputed["value"])
+    assert stored["detail"] == recomputed["detail"]
+    assert stored["status"] == recomputed["status"]

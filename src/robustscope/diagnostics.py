@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import arviz as az
@@ -347,7 +348,11 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
         rows.append(_row("bfmi_min", None, f">= {thresholds.bfmi_min}", "not applicable", "no energy in sample_stats"))
 
     result = None
-    if "log_likelihood" in trace.children:
+    stored = trace["loo"].to_dataset() if "loo" in trace.children else None
+    if stored is not None and "pareto_k" in stored and "loo_good_k" in trace.attrs:
+        # The fit stored its PSIS-LOO results (robustscope.loo.add_pointwise_elpd), so they are not computed again.
+        result = SimpleNamespace(pareto_k=stored["pareto_k"].values, good_k=float(trace.attrs["loo_good_k"]))
+    elif "log_likelihood" in trace.children:
         # NOTE: arviz.loo smooths one pair at a time in Python, so this is the
         # slowest check on fits with many pairs (about 49 s at 20,000 pairs).
         try:
@@ -362,7 +367,7 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
         good_k = float(result.good_k)
         high = int(np.sum(pareto_k > good_k))
         worst = int(np.argmax(pareto_k))
-        pair = str(trace["log_likelihood"][LOGLIK_VARIABLE]["pair"].values[worst])
+        pair = str(stored["pair"].values[worst]) if stored is not None and "pair" in stored.coords else str(trace["log_likelihood"][LOGLIK_VARIABLE]["pair"].values[worst])
         rows.append(
             _row(
                 "pareto_k_max",

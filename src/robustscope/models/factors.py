@@ -906,3 +906,64 @@ def simulate_from_prior(
         n_examples=n_examples,
         rng=rng,
     )
+
+
+# Report hooks (see robustscope.report.render).
+QUANTITY = "the perturbation-driven logit of accuracy"
+COMPETENCE_EFFECT_UNITS = "not estimated by this family"
+
+
+def report_tables(trace: xr.DataTree) -> dict[str, pd.DataFrame]:
+    """Return the variance-component table of a perturbation-factor fit for the report."""
+    return {"Variance components (logit scale, 89% intervals)": component_table(trace["posterior"].to_dataset())}
+
+
+def report_findings(trace: xr.DataTree) -> list[str]:
+    """Return the report's findings for a perturbation-factor fit, in words with 89% intervals."""
+    table = component_table(trace["posterior"].to_dataset())
+    ranked = table.sort_values("share", ascending=False)
+    lines = []
+    top = ranked.index[0]
+    lines.append(
+        f"The largest source of perturbation-driven variation is {top}: share {ranked.loc[top, 'share']:.3f} "
+        f"[{ranked.loc[top, 'share_lower']:.3f}, {ranked.loc[top, 'share_upper']:.3f}], standard deviation "
+        f"{ranked.loc[top, 'sd']:.3f} logits [{ranked.loc[top, 'sd_lower']:.3f}, {ranked.loc[top, 'sd_upper']:.3f}]."
+    )
+    for component, row in ranked.iterrows():
+        if component == top:
+            continue
+        lines.append(f"{component}: share {row['share']:.3f} [{row['share_lower']:.3f}, {row['share_upper']:.3f}], sd {row['sd']:.3f} logits.")
+    interactions = [c for c in table.index if c.endswith(":model")]
+    for name in interactions:
+        main = name.rsplit(":", 1)[0]
+        if main in table.index:
+            depends = "depends on the model" if table.loc[name, "share_lower"] > 0.05 else "is close to the same for every model"
+            lines.append(
+                f"The effect of {main} {depends}: the factor-by-model share is {table.loc[name, 'share']:.3f} against "
+                f"{table.loc[main, 'share']:.3f} for the factor itself."
+            )
+    return lines
+
+
+def report_figures(trace: xr.DataTree) -> list[tuple[str, str, Any]]:
+    """Return the variance-component forest plot of a perturbation-factor fit."""
+    import matplotlib.pyplot as plt
+
+    table = component_table(trace["posterior"].to_dataset()).iloc[::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.45 * len(table) + 1.8), sharey=True)
+    positions = np.arange(len(table))
+    left.errorbar(table["sd"], positions, xerr=[table["sd"] - table["sd_lower"], table["sd_upper"] - table["sd"]], fmt="o", color="#1f77b4")
+    left.set_yticks(positions, table.index)
+    left.set_xlabel("standard deviation (logit scale)")
+    left.set_title("Variance components")
+    right.errorbar(table["share"], positions, xerr=[table["share"] - table["share_lower"], table["share_upper"] - table["share"]], fmt="o", color="#d62728")
+    right.set_xlim(0, 1)
+    right.set_xlabel("share of the perturbation-driven variance (0 to 1)")
+    right.set_title("Shares")
+    fig.tight_layout()
+    caption = (
+        "Each perturbation factor, each factor-by-model interaction and the cell residual: standard deviation on the logit scale "
+        "(left) and share of the finite-population variance they add to the logit of accuracy (right), with 89% intervals. "
+        "The shares sum to one in every draw."
+    )
+    return [("variance_components.png", caption, fig)]
