@@ -218,3 +218,24 @@ def test_folder_with_samples_copy(tmp_path):
 def test_unknown_task_name():
     with pytest.raises(InputError, match="task\\(s\\) not found: GSM8K"):
         every_eval_ever.load(DAVINCI, tasks=["MMLU", "GSM8K"])
+
+
+def test_samples_file_shorter_than_total_rows_is_noted(tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "demo"
+    shutil.copytree(DEMO, folder)
+    record = next(folder.glob("*-*-*-*-????????????.json"))
+    payload = json.loads(record.read_text())
+    payload["detailed_evaluation_results"]["total_rows"] = 3
+    record.write_text(json.dumps(payload))
+    _, report = every_eval_ever.load(folder)
+    notes = " ".join(report.notes)
+    assert "has 1 instance rows" in notes
+    assert "total_rows = 3" in notes
+
+
+def test_samples_file_matching_total_rows_adds_no_note():
+    _, report = every_eval_ever.load(DEMO)
+    assert not any("total_rows" in note for note in report.notes)

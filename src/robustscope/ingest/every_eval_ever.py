@@ -620,6 +620,26 @@ def _aggregate_tensor(cells: pd.DataFrame, report: IngestReport, metric_kind: st
     return ds, report
 
 
+def _check_total_rows(record_path: Path, samples: Path, report: IngestReport) -> None:
+    """Note a samples file with fewer or more lines than its record's ``total_rows`` declares.
+
+    A file cut exactly at the end of a line parses cleanly, so the declared
+    count is the only sign that instances are missing.
+    """
+    declared = _get_path(read_json_file(record_path), "detailed_evaluation_results.total_rows")
+    if not isinstance(declared, int) or isinstance(declared, bool):
+        return
+    with samples.open("rb") as handle:
+        found = sum(1 for line in handle if line.strip())
+    if found != declared:
+        message = (
+            f"{samples.name} has {found} instance rows but {record_path.name} declares total_rows = {declared}; "
+            "the file may be truncated or belong to another run"
+        )
+        log.warning("%s", message)
+        report.note(message)
+
+
 def _example_tensor(
     cells: pd.DataFrame,
     samples_files: Mapping[Path, Path | None],
@@ -636,6 +656,7 @@ def _example_tensor(
         links = {str(r["evaluation_result_id"]): (r["model"], r["task"], r["perturbation"]) for _, r in own.iterrows() if r["variant"] == ORIGINAL}
         links.update({str(r["task"]): (r["model"], r["task"], r["perturbation"]) for _, r in own.iterrows() if r["variant"] == ORIGINAL})
         rows.extend(_read_samples(samples, report, links))
+        _check_total_rows(record_path, samples, report)
     if not rows:
         raise InputError("no per-example scores found in the _samples.jsonl files", path=next(iter(samples_files)))
     records = pd.DataFrame(rows)
