@@ -240,3 +240,15 @@ def test_default_labels_without_attributes():
 
     labels = _default_labels([xr.DataTree(), xr.DataTree()], [xr.DataTree(), xr.DataTree()])
     assert labels == ["fit (unknown specification) #1", "fit (unknown specification) #2"]
+
+
+def test_fits_without_a_shared_model_compare(tmp_path):
+    first = _fake_fit(models=4, tasks=5, pairs_per_model=3, seed=1)
+    second = _fake_fit(models=3, tasks=5, pairs_per_model=3, seed=2)
+    renamed = second["posterior"].to_dataset().assign_coords(model=[f"other{i}" for i in range(3)])
+    second["posterior"] = xr.DataTree(renamed)
+    second["constant_data"] = xr.DataTree(second["constant_data"].to_dataset().assign_coords(model=[f"other{i}" for i in range(3)]))
+    result = compare([first, second], tmp_path, labels=["a", "b"])
+    assert result["shared_models"]["models"] == []
+    assert "share no model" in result["shared_models"]["note"]
+    assert (tmp_path / "compare.html").exists()

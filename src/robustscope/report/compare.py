@@ -238,6 +238,8 @@ def _shared_models(trees: list[xr.DataTree], labels: list[str], rng: np.random.G
         return {"models": [], "rows": [], "pairwise": [], "note": "not every fit has model identity effects (u_model)"}
     sets = [[str(m) for m in p["u_model"]["model"].values] for p in posteriors]
     shared = [m for m in sets[0] if all(m in s for s in sets[1:])]
+    if not shared:
+        return {"models": [], "rows": [], "pairwise": [], "note": "the fits share no model, so their model identity effects are not compared"}
 
     rows = []
     flats = []
