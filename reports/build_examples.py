@@ -8,7 +8,8 @@ reports/multi-prompt-eval/):
 Steps (each is skipped when its output exists, so a rerun resumes):
 
 * ``helm-classic``: ingest the HELM classic collection (binary-metric
-  scenarios) and fit ``location-scale-few-perturbations``.
+  scenarios), fit ``location-scale-noncentered`` (for the comparison) and
+  ``perturbation-factors-main-effects`` (plain against worst-case runs).
 * ``heldout``: refit the multi-prompt data without one model and check that
   model against the fit of the others (``check/``).
 * ``compare``: the multi-prompt fit against the HELM classic fit.
@@ -40,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"
 MAIN = REPORTS / "multi-prompt-eval"
 HELD_OUT_MODEL = "vicuna-13b"
+HELD_OUT_SEED = 20260205
 # PromptBench gives accuracies to 0.01% without example counts. For these
 # datasets every reported accuracy is a whole number of correct answers out
 # of this many examples (the smallest such count); the other accuracy
@@ -54,8 +56,14 @@ def helm_classic() -> Path:
         rs.ingest(ROOT / "data" / "helm-classic", "every-eval-ever", output=tensor_path, metric_kind="binary", dataset="helm-classic")
     posterior = out / "posterior.nc"
     if not posterior.exists():
-        fit(tensor_path, "location-scale-few-perturbations", output=posterior)
+        # NOTE: this fit fails its diagnostics (task effects mix slowly with
+        # three runs per pair); the report and the comparison say so.
+        fit(tensor_path, "location-scale-noncentered", output=posterior, tune=1500, draws=1500, progress=False)
     report(posterior, out, tensor=tensor_path)
+    factors_out = REPORTS / "helm-classic-factors"
+    if not (factors_out / "posterior.nc").exists():
+        fit(tensor_path, "perturbation-factors-main-effects", output=factors_out / "posterior.nc", progress=False)
+    report(factors_out / "posterior.nc", factors_out, tensor=tensor_path)
     return posterior
 
 
@@ -70,7 +78,9 @@ def heldout() -> None:
         _tensor.save(without, tensor_path)
     posterior = out / "posterior.nc"
     if not posterior.exists():
-        fit(tensor_path, "location-scale", output=posterior)
+        # NOTE: with the specification's seed one of the four chains of this
+        # fit stalled (over 30 minutes of one core in one chain), so this fit uses the next seed.
+        fit(tensor_path, "location-scale", output=posterior, seed=HELD_OUT_SEED, progress=False)
     report(posterior, out, tensor=tensor_path)
     new = full.sel(model=[HELD_OUT_MODEL])
     new.attrs["dataset"] = f"multi-prompt-eval, {HELD_OUT_MODEL} only"
@@ -82,7 +92,7 @@ def comparison() -> None:
     compare(
         [MAIN / "posterior.nc", REPORTS / "helm-classic" / "posterior.nc"],
         REPORTS / "compare-multi-prompt-vs-helm-classic",
-        labels=["multi-prompt-eval (location-scale)", "helm-classic (location-scale-few-perturbations)"],
+        labels=["multi-prompt-eval (location-scale)", "helm-classic (location-scale-noncentered)"],
     )
 
 
