@@ -19,7 +19,7 @@ Steps (each is skipped when its output exists, so a rerun resumes):
 * ``factors``: the perturbation-factor model on the multi-prompt data.
 * ``promptbench``: the PromptBench accuracy datasets whose example counts the
   reported percentages pin down (see ``PROMPTBENCH_EXAMPLES``), fitted with
-  the default model.
+  the default model, which fails its diagnostics on these 23 pairs.
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def promptbench() -> None:
         )
     posterior = out / "posterior.nc"
     if not posterior.exists():
-        fit(tensor_path, "location-scale", output=posterior)
+        # NOTE: this fit fails its diagnostics (R-hat 1.02 and divergences on
+        # 23 pairs); a non-centred attempt had not finished after 10 minutes.
+        fit(tensor_path, "location-scale", output=posterior, progress=False)
     report(posterior, out, tensor=tensor_path)
 
 

@@ -39,6 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import xarray as xr  # noqa: E402
+from scipy.special import expit  # noqa: E402
 
 from . import tensor as _tensor  # noqa: E402
 from ._io import write_bytes, write_json, write_text  # noqa: E402
@@ -181,7 +182,7 @@ def _simulate_spread(
         sigma = np.exp(log_sigma[start:stop])
         z = rng.standard_normal((stop - start, len(cell_pair)))
         eta = mu[start:stop][:, cell_pair] + sigma[:, cell_pair] * z
-        k = rng.binomial(cell_n, 1.0 / (1.0 + np.exp(-eta)))
+        k = rng.binomial(cell_n, expit(eta))
         out[start:stop] = pair_spread(k.astype(float), cell_n, cell_pair, n_pairs)
     return out
 
