@@ -2,7 +2,7 @@
 
 Every fit stores its pointwise log likelihood, one value per (model, task)
 pair and draw, in the ``log_likelihood`` group. Leaving out one pair at a
-time asks how well a model predicts a whole (model, task) combination it
+time measures how well a model predicts a whole (model, task) combination it
 has not seen, which is the question the variance partition is about.
 
 :func:`add_pointwise_elpd` keeps each pair's expected log predictive

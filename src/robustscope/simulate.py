@@ -17,6 +17,7 @@ import xarray as xr
 from scipy.special import expit
 
 from . import tensor as _tensor
+from .errors import RobustscopeError
 from .specs import ModelSpec, Prior
 
 
@@ -97,7 +98,9 @@ def draw_prior(prior: Prior, rng: np.random.Generator) -> float:
         return float(rng.normal(prior.mu, prior.sigma))
     if prior.dist == "halfnormal":
         return float(abs(rng.normal(0.0, prior.sigma)))
-    return float(rng.exponential(1.0 / prior.lam))
+    if prior.dist == "exponential":
+        return float(rng.exponential(1.0 / prior.lam))
+    raise RobustscopeError(f"unsupported prior distribution {prior.dist!r}")
 
 
 def simulate_location_scale_from_prior(

@@ -83,8 +83,9 @@ from .._logging import get_logger
 from ..errors import RobustscopeError
 from ..fit import LOGLIK_VARIABLE, PPC_DRAWS, sample_model
 from ..metrics import per_example
-from ..specs import ModelSpec, Prior
+from ..specs import ModelSpec
 from .location_scale import _group_effect, _mixed_normal, _prior, empirical_logit, latent_competence
+from ..simulate import draw_prior
 from .quadrature import marginal_logp
 
 log = get_logger("models.consistency")
@@ -709,16 +710,6 @@ def _answer_records(correct: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _draw_prior(prior: Prior, rng: np.random.Generator) -> float:
-    if prior.dist == "normal":
-        return float(rng.normal(prior.mu, prior.sigma))
-    if prior.dist == "halfnormal":
-        return float(abs(rng.normal(0.0, prior.sigma)))
-    if prior.dist == "exponential":
-        return float(rng.exponential(1.0 / prior.lam))
-    raise RobustscopeError(f"unsupported prior distribution {prior.dist!r}")
-
-
 def simulate_from_prior(
     spec: ModelSpec,
     rng: np.random.Generator,
@@ -735,7 +726,7 @@ def simulate_from_prior(
     the tensor and the realised truth, as :func:`simulate` does.
     """
     _check_spec(spec)
-    values = {name: _draw_prior(spec.prior(name), rng) for name in ConsistencyTruth.__dataclass_fields__}
+    values = {name: draw_prior(spec.prior(name), rng) for name in ConsistencyTruth.__dataclass_fields__}
     absent = {
         "sd_model": "model" not in spec.location_terms,
         "sd_task": "task" not in spec.location_terms,

@@ -66,8 +66,9 @@ from .. import tensor as _tensor
 from .._logging import get_logger
 from ..errors import RobustscopeError
 from ..fit import LOGLIK_VARIABLE, PPC_DRAWS, pair_spread, sample_model
-from ..specs import ModelSpec, Prior
+from ..specs import ModelSpec
 from .location_scale import _prior, empirical_logit
+from ..simulate import draw_prior
 from .quadrature import marginal_logp
 
 log = get_logger("models.factors")
@@ -852,16 +853,6 @@ def simulate(
     return ds, realised
 
 
-def _draw_prior(prior: Prior, rng: np.random.Generator) -> float:
-    if prior.dist == "normal":
-        return float(rng.normal(prior.mu, prior.sigma))
-    if prior.dist == "halfnormal":
-        return float(abs(rng.normal(0.0, prior.sigma)))
-    if prior.dist == "exponential":
-        return float(rng.exponential(1.0 / prior.lam))
-    raise RobustscopeError(f"unsupported prior distribution {prior.dist!r}")
-
-
 def simulate_from_prior(
     spec: ModelSpec,
     rng: np.random.Generator,
@@ -885,7 +876,7 @@ def simulate_from_prior(
     n_factors = len(factor_levels)
 
     def draw(name: str, present: bool = True) -> float:
-        return _draw_prior(spec.prior(name), rng) if present else 0.0
+        return draw_prior(spec.prior(name), rng) if present else 0.0
 
     truth = FactorTruth(
         alpha=draw("alpha"),
