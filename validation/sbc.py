@@ -50,24 +50,39 @@ def _one(spec_name: str, index: int, seed: int, shape: dict[str, int], chains: i
     spec = load_spec(spec_name)
     module = family_module(spec.family)
     rng = np.random.default_rng([seed, index])
-    ds, truth = module.simulate_from_prior(spec, rng, **shape)
     started = time.perf_counter()
-    trace = fit(ds, spec, chains=chains, tune=tune, draws=draws, seed=seed + index, sampler=sampler, progress=False)
+    if hasattr(module, "simulate_counts_from_prior"):
+        # Families whose per-example simulator cannot follow the likelihood
+        # exactly are calibrated on counts drawn from the likelihood itself.
+        data, truth = module.simulate_counts_from_prior(spec, rng, **shape)
+        started = time.perf_counter()
+        settings = spec.with_sampler(chains=chains, tune=tune, draws=draws, seed=seed + index, name=sampler)
+        trace = module.sample_counts(data, settings, progress=False)
+    else:
+        ds, truth = module.simulate_from_prior(spec, rng, **shape)
+        started = time.perf_counter()
+        trace = fit(ds, spec, chains=chains, tune=tune, draws=draws, seed=seed + index, sampler=sampler, progress=False)
     seconds = time.perf_counter() - started
     posterior = trace["posterior"].to_dataset()
     divergences = int(trace["sample_stats"].to_dataset()["diverging"].sum()) if "sample_stats" in trace.children else -1
     row: dict = {"dataset": index, "seconds": seconds, "divergences": divergences}
-    for name in module.KEY_PARAMETERS:
-        if name not in posterior or name not in truth or posterior[name].ndim != 2:
-            continue
-        values = np.asarray(posterior[name]).reshape(-1)
+    def rank(values: np.ndarray, true: float) -> int:
         keep = np.linspace(0, len(values) - 1, RANK_DRAWS).round().astype(int)
         thinned = values[keep]
-        true = float(truth[name])
         # Ties (a parameter fixed at 0 by the specification) are broken at random.
         below = np.sum(thinned < true)
         ties = np.sum(thinned == true)
-        row[name] = int(below + rng.integers(0, ties + 1))
+        return int(below + rng.integers(0, ties + 1))
+
+    for name in module.KEY_PARAMETERS:
+        if name in posterior and name in truth and posterior[name].ndim == 2:
+            row[name] = rank(np.asarray(posterior[name]).reshape(-1), float(truth[name]))
+    # Parameters with one value per factor (perturbation-factor family): one rank per element.
+    for name in getattr(module, "FACTOR_PARAMETERS", ()):
+        if name in posterior and name in truth and posterior[name].ndim == 3:
+            draws_by_element = np.asarray(posterior[name]).reshape(-1, posterior[name].shape[-1])
+            for element, true in enumerate(truth[name]):
+                row[f"{name}[{element}]"] = rank(draws_by_element[:, element], float(true))
     return row
 
 

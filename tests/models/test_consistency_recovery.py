@@ -78,6 +78,20 @@ def test_prepare_data_counts_examples():
     assert data.unique_count.sum() == 36 * 5
 
 
+def test_count_simulator_follows_the_likelihood():
+    spec = load_spec("consistency")
+    data, truth = consistency.simulate_counts_from_prior(spec, np.random.default_rng(7), n_models=4, n_tasks=5, n_perturbations=6, n_examples=4000)
+    assert data.n_pairs == 20
+    assert data.unique_count.sum() == len(data.cell_pair) == 20 * 6
+    # The consistent count is binomial with the pair's rho: within 4.5 standard errors everywhere.
+    se = np.sqrt(truth["rho"] * (1 - truth["rho"]) / 4000) + 1e-3
+    assert np.all(np.abs(data.pair_consistent / 4000 - truth["rho"]) < 4.5 * se)
+    # The competence centre is the mean empirical logit of the simulated counts, as prepare_data computes it.
+    pooled = np.bincount(data.cell_pair, weights=data.cell_correct)
+    expected = np.mean(np.log((pooled + 0.5) / (4000 * 6 - pooled + 0.5)))
+    assert truth["competence_center"] == pytest.approx(expected, abs=1e-3)
+
+
 @pytest.mark.slow
 def test_gamma1_interval_covers_truth(recovered):
     _, trace, realised = recovered

@@ -726,6 +726,12 @@ def simulate_from_prior(
     the tensor and the realised truth, as :func:`simulate` does.
     """
     _check_spec(spec)
+    truth = _truth_from_prior(spec, rng)
+    return simulate(truth, n_models=n_models, n_tasks=n_tasks, n_perturbations=n_perturbations, n_examples=n_examples, offset=spec.offset, rng=rng)
+
+
+def _truth_from_prior(spec: ModelSpec, rng: np.random.Generator) -> ConsistencyTruth:
+    """Draw a ``ConsistencyTruth`` from the priors, with zero for the terms ``spec`` leaves out."""
     values = {name: draw_prior(spec.prior(name), rng) for name in ConsistencyTruth.__dataclass_fields__}
     absent = {
         "sd_model": "model" not in spec.location_terms,
@@ -737,8 +743,88 @@ def simulate_from_prior(
         "sd_v": "task" not in spec.scale_terms,
         "sd_e": "residual" not in spec.scale_terms,
     }
-    truth = replace(ConsistencyTruth(), **{name: 0.0 if absent.get(name) else value for name, value in values.items()})
-    return simulate(truth, n_models=n_models, n_tasks=n_tasks, n_perturbations=n_perturbations, n_examples=n_examples, offset=spec.offset, rng=rng)
+    return replace(ConsistencyTruth(), **{name: 0.0 if absent.get(name) else value for name, value in values.items()})
+
+
+def simulate_counts_from_prior(
+    spec: ModelSpec,
+    rng: np.random.Generator,
+    n_models: int = 6,
+    n_tasks: int = 6,
+    n_perturbations: int = 5,
+    n_examples: int = 80,
+) -> tuple[ConsistencyData, dict[str, Any]]:
+    """Simulate the model's own counts, drawn from its likelihood, for calibration.
+
+    :func:`simulate_from_prior` writes per-example answers, and per-example
+    data obey a constraint the likelihood does not encode: at most
+    ``N - (max_k n_correct_k - min_k n_correct_k)`` examples can give the
+    same output under every perturbation, because an example whose
+    correctness changes cannot be consistent. Where the priors put a large
+    perturbation spread (``sd_cell``) and a high consistency together, the
+    per-example simulator must shrink one of them. This function instead draws
+    ``n_correct[m,t,k]`` and ``n_consistent[m,t]`` as independent binomials
+    given the parameters, exactly as the likelihood treats them, so that
+    simulation-based calibration tests the inference and nothing else. The
+    competence centre ``c0`` is computed from the simulated correct counts,
+    as :func:`prepare_data` computes it from real data.
+
+    Returns the data for :func:`build_model` and the truth (the parameters
+    plus ``mu``, ``eta`` and ``rho`` per pair).
+    """
+    _check_spec(spec)
+    truth = _truth_from_prior(spec, rng)
+    a = _zero_sum(rng, n_models, truth.sd_model)
+    b = _zero_sum(rng, n_tasks, truth.sd_task)
+    pair_m, pair_t = (index.ravel() for index in np.meshgrid(np.arange(n_models), np.arange(n_tasks), indexing="ij"))
+    n_pairs = len(pair_m)
+    mu = truth.alpha + a[pair_m] + b[pair_t] + rng.normal(0.0, truth.sd_model_task, n_pairs)
+
+    accuracy = _sigmoid(mu[:, None] + truth.sd_cell * rng.standard_normal((n_pairs, n_perturbations)))
+    correct = rng.binomial(n_examples, accuracy)
+    pair_examples = np.full(n_pairs, n_examples, dtype=np.int64)
+    pair_perturbations = np.full(n_pairs, n_perturbations, dtype=np.int64)
+    pooled = correct.sum(axis=1)
+    center = float(np.mean(empirical_logit(pooled, pair_examples * pair_perturbations)))
+
+    u = _zero_sum(rng, n_models, truth.sd_u)
+    v = _zero_sum(rng, n_tasks, truth.sd_v)
+    eta = truth.gamma0 + truth.gamma1 * (mu - center) + u[pair_m] + v[pair_t] + rng.normal(0.0, truth.sd_e, n_pairs)
+    logit_rho = eta + (trivial_baseline_logit(mu, pair_perturbations, np) if spec.offset == "trivial-baseline" else 0.0)
+    rho = _sigmoid(logit_rho)
+    consistent = rng.binomial(n_examples, rho).astype(np.int64)
+
+    cell_pair = np.repeat(np.arange(n_pairs), n_perturbations)
+    cell_correct = correct.ravel().astype(np.int64)
+    cell_n = pair_examples[cell_pair]
+    unique_rows, unique_count = np.unique(np.stack([cell_pair, cell_n, cell_correct], axis=1), axis=0, return_counts=True)
+    data = ConsistencyData(
+        models=[f"model{m}" for m in range(n_models)],
+        tasks=[f"task{t}" for t in range(n_tasks)],
+        pair_model=pair_m.astype(np.int64),
+        pair_task=pair_t.astype(np.int64),
+        pair_examples=pair_examples,
+        pair_perturbations=pair_perturbations,
+        pair_consistent=consistent,
+        pair_accuracy=pooled / (pair_examples * pair_perturbations),
+        cell_pair=cell_pair,
+        cell_correct=cell_correct,
+        cell_n=cell_n,
+        unique_pair=unique_rows[:, 0],
+        unique_correct=unique_rows[:, 2],
+        unique_n=unique_rows[:, 1],
+        unique_count=unique_count.astype(np.int64),
+        competence_center=center,
+    )
+    realised: dict[str, Any] = asdict(truth)
+    realised.update({"competence_center": center, "mu": mu, "eta": eta, "rho": rho})
+    return data, realised
+
+
+def sample_counts(data: ConsistencyData, spec: ModelSpec, *, progress: bool = False) -> xr.DataTree:
+    """Build the model for ``data`` and return the sampler's trace (posterior and sample statistics only)."""
+    trace, _ = sample_model(build_model(data, spec), spec, progress=progress)
+    return trace
 
 
 # Report hooks (see robustscope.report.render).
