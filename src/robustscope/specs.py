@@ -91,7 +91,8 @@ class ModelSpec:
         Number of Gauss-Hermite nodes per cell for the collapsed likelihood.
     parameterization
         ``"centered"`` (default) or ``"noncentered"`` for every parameter,
-        or ``"auto"``: group effects non-centred, and each pair's ``mu`` and
+        or ``"auto"``: competence group effects centred, spread (or
+        consistency) group effects non-centred, and each pair's ``mu`` and
         ``log_sigma`` centred where the data identify them and non-centred
         where they do not (see
         :func:`robustscope.models.location_scale.weakly_identified`). On the

@@ -271,6 +271,10 @@ def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
     coords = {"model": data.models, "task": data.tasks, "pair": data.pair_labels}
     if len(knots):
         coords["knot"] = [f"{k:.3f}" for k in knots]
+    # "auto": every cell of a model or task informs the competence effects a
+    # and b, so they sample best centred. The spread effects u and v see the
+    # data only through each pair's spread, so they are non-centred.
+    location_noncentered = spec.parameterization == "noncentered"
     noncentered = spec.parameterization in ("noncentered", "auto")
     if spec.parameterization == "auto":
         weak_location, weak_scale = weakly_identified(data)
@@ -284,7 +288,7 @@ def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
         pm.Data("pair_task", pair_task, dims="pair")
 
         # Location: competence on the logit scale.
-        mu = latent_competence(spec, pair_model, pair_task, weak_location, noncentered)
+        mu = latent_competence(spec, pair_model, pair_task, weak_location, location_noncentered)
 
         # Scale: log of the logit spread across perturbations.
         gamma0 = _prior("gamma0", spec)
