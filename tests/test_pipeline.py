@@ -60,6 +60,17 @@ def test_report_embeds_images(run_output):
 
 
 @pytest.mark.slow
+def test_report_states_bayesian_r2(run_output):
+    output, _ = run_output
+    summary = json.loads((output / "summary.json").read_text())
+    r2 = summary["bayes_r2"]
+    residual = summary["variance_shares"]["residual"]
+    assert r2["mean"] == pytest.approx(1.0 - residual["mean"])
+    expected = f"Bayesian R^2 of the spread submodel: {r2['mean']:.3f} [{r2['lower']:.3f}, {r2['upper']:.3f}]"
+    assert expected in (output / "report.md").read_text()
+
+
+@pytest.mark.slow
 def test_posterior_records_provenance(run_output):
     output, _ = run_output
     trace = load_posterior(output / "posterior.nc")

@@ -210,6 +210,11 @@ def _findings(summary: dict[str, Any]) -> list[str]:
         f"{_interval(shares['competence'])}, model identity {_interval(shares['model'])}, task identity "
         f"{_interval(shares['task'])}, residual {_interval(shares['residual'])}."
     )
+    if summary.get("bayes_r2"):
+        lines.append(
+            f"Bayesian R^2 of the spread submodel: {_interval(summary['bayes_r2'])}. It is one minus the residual share, "
+            "the part of the variance of log spread that competence, model and task explain together."
+        )
     descriptive = summary.get("descriptive")
     if descriptive:
         reference = summary["published_reference"]
