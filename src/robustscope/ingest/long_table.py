@@ -745,6 +745,14 @@ def aggregate_parquet(
     return cells[key_names + ["n_correct", "n_total"]].reset_index(drop=True)
 
 
+def _duplicate_rows(row: pd.Series) -> str:
+    """Return where the first and the last copy of a duplicated example stand, as 1-based Parquet row numbers."""
+    first, last = int(row["first_row"]) + 1, int(row["last_row"]) + 1
+    if row["first_file"] == row["last_file"]:
+        return f"row {first} and row {last}"
+    return f"row {first} and row {last} of {row['last_file']}"
+
+
 def _resolve_parquet_duplicates(
     connection: Any,
     source: str,
@@ -760,7 +768,10 @@ def _resolve_parquet_duplicates(
             sum(_score) AS total, avg(_score) AS mean,
             first(_score ORDER BY _file, _row) AS first_score,
             last(_score ORDER BY _file, _row) AS last_score,
-            first(_file ORDER BY _file, _row) AS first_file
+            first(_file ORDER BY _file, _row) AS first_file,
+            first(_row ORDER BY _file, _row) AS first_row,
+            last(_file ORDER BY _file, _row) AS last_file,
+            last(_row ORDER BY _file, _row) AS last_row
         FROM {source}
         WHERE _score IS NOT NULL AND _example IS NOT NULL
         GROUP BY ALL
@@ -777,7 +788,8 @@ def _resolve_parquet_duplicates(
         report.conflicts += int((conflicting["n"] - 1).sum())
         if policy == "error":
             listing = "; ".join(
-                ", ".join(f"{k}={row[k]!r}" for k in key_names) + f", example={row['_example']!r}: scores {row['low']} and {row['high']}"
+                ", ".join(f"{k}={row[k]!r}" for k in key_names)
+                + f", example={row['_example']!r}: scores {row['low']} and {row['high']}, {_duplicate_rows(row)}"
                 for _, row in conflicting.head(MAX_LISTED_CONFLICTS).iterrows()
             )
             raise ConflictError(
