@@ -50,7 +50,6 @@ def _one(spec_name: str, index: int, seed: int, shape: dict[str, int], chains: i
     spec = load_spec(spec_name)
     module = family_module(spec.family)
     rng = np.random.default_rng([seed, index])
-    started = time.perf_counter()
     if hasattr(module, "simulate_counts_from_prior"):
         # Families whose per-example simulator cannot follow the likelihood
         # exactly are calibrated on counts drawn from the likelihood itself.

@@ -234,8 +234,6 @@ def prepare_data(ds: xr.Dataset, *, min_perturbations: int = 2) -> ConsistencyDa
     cell_correct = np.rint(np.concatenate(cell_correct_list)).astype(np.int64)
     cell_n = pair_examples[cell_pair]
 
-    stacked = np.stack([cell_pair, cell_n, cell_correct], axis=1)
-    unique_rows, unique_count = np.unique(stacked, axis=0, return_counts=True)
     pair_accuracy = np.bincount(cell_pair, weights=cell_correct) / (pair_examples * pair_perturbations)
     pooled_logit = empirical_logit(pair_accuracy * pair_examples * pair_perturbations, pair_examples * pair_perturbations)
     return ConsistencyData(
@@ -250,13 +248,16 @@ def prepare_data(ds: xr.Dataset, *, min_perturbations: int = 2) -> ConsistencyDa
         cell_pair=cell_pair,
         cell_correct=cell_correct,
         cell_n=cell_n,
-        unique_pair=unique_rows[:, 0],
-        unique_correct=unique_rows[:, 2],
-        unique_n=unique_rows[:, 1],
-        unique_count=unique_count.astype(np.int64),
+        **_unique_cells(cell_pair, cell_n, cell_correct),
         competence_center=float(np.mean(pooled_logit)),
         excluded_pairs=excluded,
     )
+
+
+def _unique_cells(cell_pair: np.ndarray, cell_n: np.ndarray, cell_correct: np.ndarray) -> dict[str, np.ndarray]:
+    """Return the ``unique_*`` fields of :class:`ConsistencyData`: each distinct (pair, n, k) once, with its multiplicity."""
+    rows, count = np.unique(np.stack([cell_pair, cell_n, cell_correct], axis=1), axis=0, return_counts=True)
+    return {"unique_pair": rows[:, 0], "unique_correct": rows[:, 2], "unique_n": rows[:, 1], "unique_count": count.astype(np.int64)}
 
 
 def _check_spec(spec: ModelSpec) -> None:
@@ -797,7 +798,6 @@ def simulate_counts_from_prior(
     cell_pair = np.repeat(np.arange(n_pairs), n_perturbations)
     cell_correct = correct.ravel().astype(np.int64)
     cell_n = pair_examples[cell_pair]
-    unique_rows, unique_count = np.unique(np.stack([cell_pair, cell_n, cell_correct], axis=1), axis=0, return_counts=True)
     data = ConsistencyData(
         models=[f"model{m}" for m in range(n_models)],
         tasks=[f"task{t}" for t in range(n_tasks)],
@@ -810,10 +810,7 @@ def simulate_counts_from_prior(
         cell_pair=cell_pair,
         cell_correct=cell_correct,
         cell_n=cell_n,
-        unique_pair=unique_rows[:, 0],
-        unique_correct=unique_rows[:, 2],
-        unique_n=unique_rows[:, 1],
-        unique_count=unique_count.astype(np.int64),
+        **_unique_cells(cell_pair, cell_n, cell_correct),
         competence_center=center,
     )
     realised: dict[str, Any] = asdict(truth)
