@@ -5,11 +5,14 @@ Real PyMC and nutpie sampling on small simulated tensors with short chains.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from robustscope import decompose
 from robustscope.fit import fit
+from robustscope.models.location_scale import build_model, prepare_data
 from robustscope.simulate import LocationScaleTruth, simulate_location_scale
 from robustscope.specs import load_spec
 
@@ -91,3 +94,12 @@ def test_share_table_matches_draws(recovered):
     assert list(table.index) == list(SHARES)
     assert np.all(table["lower"] <= table["mean"])
     assert np.all(table["mean"] <= table["upper"])
+
+
+def test_auto_parameterization_centres_competence_only():
+    ds, _ = simulate_location_scale(models=4, tasks=3, perturbations=5, seed=5)
+    spec = dataclasses.replace(load_spec("location-scale"), parameterization="auto")
+    names = {variable.name for variable in build_model(prepare_data(ds), spec).free_RVs}
+    assert {"a_model", "b_task"} <= names
+    assert {"u_model_raw", "v_task_raw"} <= names
+    assert not {"a_model_raw", "b_task_raw", "u_model", "v_task"} & names
