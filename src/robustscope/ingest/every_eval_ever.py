@@ -658,7 +658,19 @@ def _example_tensor(
         rows.extend(_read_samples(samples, report, links))
         _check_total_rows(record_path, samples, report)
     if not rows:
-        raise InputError("no per-example scores found in the _samples.jsonl files", path=next(iter(samples_files)))
+        # Name the samples file whose rows were all dropped, not the record that points to it.
+        read = [samples for samples in samples_files.values() if samples is not None]
+        if len(read) == 1:
+            location = read[0]
+        elif read:
+            location = read[0].parent
+        else:
+            location = next(iter(samples_files))
+        reasons = "; ".join(f"{reason} (for example {', '.join(examples[:3])})" for reason, examples in report.drop_examples.items())
+        raise InputError(
+            "no per-example scores found in the _samples.jsonl files" + (f"; rows dropped: {reasons}" if reasons else ""),
+            path=location,
+        )
     records = pd.DataFrame(rows)
     metrics = sorted(cells["metric"].unique())
     ds = _tensor.from_examples(
