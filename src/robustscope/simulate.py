@@ -36,9 +36,15 @@ class LocationScaleTruth:
     sd_e: float = 0.2
 
 
-def _zero_sum(rng: np.random.Generator, size: int, sd: float) -> np.ndarray:
-    values = rng.normal(0.0, sd, size)
-    return values - values.mean()
+def zero_sum_normal(rng: np.random.Generator, shape: int | tuple[int, ...], sd: float) -> np.ndarray:
+    """Draw normal effects with standard deviation ``sd`` and centre them to sum to zero along every axis.
+
+    The models' group effects are zero-sum, so simulated truths are too.
+    """
+    values = rng.normal(0.0, sd, shape)
+    for axis in range(values.ndim):
+        values = values - values.mean(axis=axis, keepdims=True)
+    return values
 
 
 def simulate_location_scale(
@@ -60,13 +66,13 @@ def simulate_location_scale(
     ``competence_fn(mu - c0)`` (for checks of the spline form).
     """
     rng = np.random.default_rng(seed)
-    a = _zero_sum(rng, models, truth.sd_model)
-    b = _zero_sum(rng, tasks, truth.sd_task)
+    a = zero_sum_normal(rng, models, truth.sd_model)
+    b = zero_sum_normal(rng, tasks, truth.sd_task)
     ab = rng.normal(0.0, truth.sd_model_task, (models, tasks))
     mu = truth.alpha + a[:, None] + b[None, :] + ab
     center = float(mu.mean())
-    u = _zero_sum(rng, models, truth.sd_u)
-    v = _zero_sum(rng, tasks, truth.sd_v)
+    u = zero_sum_normal(rng, models, truth.sd_u)
+    v = zero_sum_normal(rng, tasks, truth.sd_v)
     e = rng.normal(0.0, truth.sd_e, (models, tasks))
     competence = truth.gamma1 * (mu - center) if competence_fn is None else competence_fn(mu - center)
     log_sigma = truth.gamma0 + competence + u[:, None] + v[None, :] + e

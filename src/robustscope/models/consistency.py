@@ -85,7 +85,7 @@ from ..fit import LOGLIK_VARIABLE, PPC_DRAWS, sample_model
 from ..metrics import per_example
 from ..specs import ModelSpec
 from .location_scale import _group_effect, _mixed_normal, _prior, empirical_logit, latent_competence
-from ..simulate import draw_prior
+from ..simulate import draw_prior, zero_sum_normal
 from .quadrature import marginal_logp
 
 log = get_logger("models.consistency")
@@ -567,11 +567,6 @@ class ConsistencyTruth:
     sd_e: float = 0.3
 
 
-def _zero_sum(rng: np.random.Generator, size: int, sd: float) -> np.ndarray:
-    values = rng.normal(0.0, sd, size)
-    return values - values.mean()
-
-
 def _sigmoid(value: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-value))
 
@@ -629,13 +624,13 @@ def simulate(
     if offset not in ("none", "trivial-baseline"):
         raise RobustscopeError(f"unknown offset {offset!r}; valid values: none, trivial-baseline")
     rng = np.random.default_rng(rng)
-    a = _zero_sum(rng, n_models, truth.sd_model)
-    b = _zero_sum(rng, n_tasks, truth.sd_task)
+    a = zero_sum_normal(rng, n_models, truth.sd_model)
+    b = zero_sum_normal(rng, n_tasks, truth.sd_task)
     ab = rng.normal(0.0, truth.sd_model_task, (n_models, n_tasks))
     mu = truth.alpha + a[:, None] + b[None, :] + ab
     center = float(mu.mean())
-    u = _zero_sum(rng, n_models, truth.sd_u)
-    v = _zero_sum(rng, n_tasks, truth.sd_v)
+    u = zero_sum_normal(rng, n_models, truth.sd_u)
+    v = zero_sum_normal(rng, n_tasks, truth.sd_v)
     e = rng.normal(0.0, truth.sd_e, (n_models, n_tasks))
     competence = truth.gamma1 * (mu - center)
     eta = truth.gamma0 + competence + u[:, None] + v[None, :] + e
@@ -775,8 +770,8 @@ def simulate_counts_from_prior(
     """
     _check_spec(spec)
     truth = _truth_from_prior(spec, rng)
-    a = _zero_sum(rng, n_models, truth.sd_model)
-    b = _zero_sum(rng, n_tasks, truth.sd_task)
+    a = zero_sum_normal(rng, n_models, truth.sd_model)
+    b = zero_sum_normal(rng, n_tasks, truth.sd_task)
     pair_m, pair_t = (index.ravel() for index in np.meshgrid(np.arange(n_models), np.arange(n_tasks), indexing="ij"))
     n_pairs = len(pair_m)
     mu = truth.alpha + a[pair_m] + b[pair_t] + rng.normal(0.0, truth.sd_model_task, n_pairs)
@@ -788,8 +783,8 @@ def simulate_counts_from_prior(
     pooled = correct.sum(axis=1)
     center = float(np.mean(empirical_logit(pooled, pair_examples * pair_perturbations)))
 
-    u = _zero_sum(rng, n_models, truth.sd_u)
-    v = _zero_sum(rng, n_tasks, truth.sd_v)
+    u = zero_sum_normal(rng, n_models, truth.sd_u)
+    v = zero_sum_normal(rng, n_tasks, truth.sd_v)
     eta = truth.gamma0 + truth.gamma1 * (mu - center) + u[pair_m] + v[pair_t] + rng.normal(0.0, truth.sd_e, n_pairs)
     logit_rho = eta + (trivial_baseline_logit(mu, pair_perturbations, np) if spec.offset == "trivial-baseline" else 0.0)
     rho = _sigmoid(logit_rho)

@@ -68,7 +68,7 @@ from ..errors import RobustscopeError
 from ..fit import LOGLIK_VARIABLE, PPC_DRAWS, pair_spread, sample_model
 from ..specs import ModelSpec
 from .location_scale import _prior, empirical_logit
-from ..simulate import draw_prior
+from ..simulate import draw_prior, zero_sum_normal
 from .quadrature import marginal_logp
 
 log = get_logger("models.factors")
@@ -750,14 +750,6 @@ class FactorTruth:
     sd_cell: float = 0.2
 
 
-def _zero_sum(rng: np.random.Generator, shape: tuple[int, ...], sd: float) -> np.ndarray:
-    """Normal draws centred to sum to zero along every axis."""
-    values = rng.normal(0.0, sd, shape)
-    for axis in range(len(shape)):
-        values = values - values.mean(axis=axis, keepdims=True)
-    return values
-
-
 def simulate(
     truth: FactorTruth = FactorTruth(),
     *,
@@ -811,17 +803,17 @@ def simulate(
     grid = grid[rng.permutation(len(grid))]
     design = grid[np.arange(n_perturbations) % len(grid)]
 
-    a = _zero_sum(rng, (n_models,), truth.sd_model)
-    b = _zero_sum(rng, (n_tasks,), truth.sd_task)
+    a = zero_sum_normal(rng, (n_models,), truth.sd_model)
+    b = zero_sum_normal(rng, (n_tasks,), truth.sd_task)
     ab = rng.normal(0.0, truth.sd_model_task, (n_models, n_tasks))
     eta = truth.alpha + a[:, None, None] + b[None, :, None] + ab[..., None] + np.zeros((1, 1, n_perturbations))
     realised: dict[str, Any] = asdict(truth)
     component_values: dict[str, list[np.ndarray]] = {"factor": [], "factor_model": [], "factor_task": []}
     for index, name in enumerate(names):
         levels = design[:, index]
-        main = _zero_sum(rng, (factor_levels[name],), truth.sd_factor[index])
-        by_model = _zero_sum(rng, (factor_levels[name], n_models), truth.sd_factor_model[index])
-        by_task = _zero_sum(rng, (factor_levels[name], n_tasks), truth.sd_factor_task[index])
+        main = zero_sum_normal(rng, (factor_levels[name],), truth.sd_factor[index])
+        by_model = zero_sum_normal(rng, (factor_levels[name], n_models), truth.sd_factor_model[index])
+        by_task = zero_sum_normal(rng, (factor_levels[name], n_tasks), truth.sd_factor_task[index])
         parts = {
             "factor": np.broadcast_to(main[levels][None, None, :], eta.shape),
             "factor_model": np.broadcast_to(by_model[levels].T[:, None, :], eta.shape),
