@@ -13,11 +13,11 @@ from robustscope.simulate import LocationScaleTruth, simulate_location_scale
 from robustscope.sweep import sweep
 
 
-def _normal_fit(offset: float, y: np.ndarray, seed: int, tensor_hash: str = "same") -> xr.DataTree:
-    """A fit whose predictive distribution for every unit is Normal(mean draw + offset, 1)."""
+def _normal_fit(offset: float, y: np.ndarray, seed: int, tensor_hash: str = "same", shift: float = 0.0) -> xr.DataTree:
+    """A fit whose predictive distribution for every unit is Normal(mean draw + offset, 1), log density plus ``shift``."""
     rng = np.random.default_rng(seed)
     mean = rng.normal(0.0, 0.05, (2, 500, 1)) + offset
-    loglik = -0.5 * np.log(2 * np.pi) - 0.5 * (y[None, None, :] - mean) ** 2
+    loglik = -0.5 * np.log(2 * np.pi) - 0.5 * (y[None, None, :] - mean) ** 2 + shift
     tree = xr.DataTree.from_dict(
         {
             "posterior": xr.Dataset({"m": (("chain", "draw"), mean[..., 0])}),
@@ -41,6 +41,31 @@ def test_the_model_that_predicts_better_ranks_first(outcomes):
     assert ranking.loc["wrong", "elpd_diff"] < -2 * ranking.loc["wrong", "dse"]
     assert ranking.loc["right", "weight"] > 0.9
     assert list(ranking["rank"]) == [0, 1]
+
+
+def test_stacking_weights_survive_large_negative_elpd(outcomes):
+    # A pair of many cells has a log likelihood in the hundreds or thousands
+    # below zero; the same constant on every fit leaves the weights unchanged.
+    plain = loo_compare({"wrong": _normal_fit(1.5, outcomes, 1), "right": _normal_fit(0.0, outcomes, 2)})
+    shifted = loo_compare({"wrong": _normal_fit(1.5, outcomes, 1, shift=-1000.0), "right": _normal_fit(0.0, outcomes, 2, shift=-1000.0)})
+    assert shifted.loc["right", "weight"] > 0.9
+    assert shifted.loc["right", "weight"] == pytest.approx(plain.loc["right", "weight"], abs=1e-6)
+    assert shifted["weight"].sum() == pytest.approx(1.0)
+
+
+def test_stacking_weights_mix_complementary_fits():
+    # The first fit predicts 60 units 3 nats better, the second the other 20.
+    # With a = exp(-3), the optimum of 60 log(w + (1 - w) a) + 20 log(w a + 1 - w)
+    # is w = (60 - 20 a) / (80 (1 - a)) = 0.776 for the first fit.
+    y = np.random.default_rng(5).normal(0.0, 1.0, 80)
+    first = _normal_fit(0.0, y, 1)
+    second = _normal_fit(0.0, y, 2)
+    first["log_likelihood"]["n_correct"] = first["log_likelihood"]["n_correct"] - 3.0 * (np.arange(80) >= 60)
+    second["log_likelihood"]["n_correct"] = second["log_likelihood"]["n_correct"] - 3.0 * (np.arange(80) < 60)
+    weights = loo_compare({"first": first, "second": second})["weight"]
+    a = np.exp(-3.0)
+    assert weights["first"] == pytest.approx((60 - 20 * a) / (80 * (1 - a)), abs=0.02)
+    assert weights["second"] == pytest.approx(1 - weights["first"])
 
 
 def test_pointwise_elpd_is_kept_and_sums_to_the_total(outcomes):

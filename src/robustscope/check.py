@@ -46,7 +46,7 @@ from ._io import write_bytes, write_json, write_text  # noqa: E402
 from ._logging import get_logger  # noqa: E402
 from .diagnostics import check_fit, summarize  # noqa: E402
 from .errors import InputError, RobustscopeError  # noqa: E402
-from .models.location_scale import competence_term, empirical_logit  # noqa: E402
+from .models.location_scale import competence_term, empirical_logit, spline_from_attrs  # noqa: E402
 
 log = get_logger("check")
 
@@ -349,8 +349,8 @@ def check_new(
     mu = table["competence_logit"].to_numpy()[None, :] + se[None, :] * rng.standard_normal((n_draws, n_pairs))
     residual = rng.standard_normal((n_draws, n_pairs)) * (sd_e[:, None] if sd_e is not None else 0.0)
     spline = _flat_draws(posterior, "spline_coef", keep, "knot")
-    knots = np.asarray(json.loads(trace.attrs.get("spline_knots", "[]")), dtype=float)
-    term = competence_term(mu, gamma1[:, None], spline[:, None, :] if spline is not None and len(knots) else None, knots, float(trace.attrs.get("spline_width", 1.0)), center)
+    knots, width, detrend = spline_from_attrs(trace.attrs)
+    term = competence_term(mu, gamma1[:, None], spline[:, None, :] if spline is not None and len(knots) else None, knots, width, center, detrend=detrend)
     log_sigma = gamma0[:, None] + term + u + v + residual
 
     pair_index = pd.MultiIndex.from_frame(table[["model", "task"]])

@@ -10,7 +10,6 @@ sampler.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +23,9 @@ from scipy.fft import next_fast_len
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
+from . import loo as _loo
 from ._logging import get_logger
+from .errors import RobustscopeError
 from .fit import LOGLIK_VARIABLE
 
 log = get_logger("diagnostics")
@@ -356,22 +357,21 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
         # NOTE: arviz.loo smooths one pair at a time in Python, so this is the
         # slowest check on fits with many pairs (about 49 s at 20,000 pairs).
         try:
-            with warnings.catch_warnings():
-                # The Pareto k values are reported below, with the threshold for this sample size.
-                warnings.simplefilter("ignore", UserWarning)
-                result = az.loo(trace, var_name=LOGLIK_VARIABLE, pointwise=True)
-        except ValueError as error:
+            # The integrated log likelihood where the fit has one (robustscope.loo.loo_likelihood).
+            result = _loo._loo(trace)
+        except (ValueError, RobustscopeError) as error:
             rows.append(_row("pareto_k_max", None, "<= 0.7", "warning", f"PSIS-LOO could not be computed: {error}"))
     if result is not None:
         pareto_k = np.asarray(result.pareto_k)
         good_k = float(result.good_k)
-        high = int(np.sum(pareto_k > good_k))
-        worst = int(np.argmax(pareto_k))
+        # A Pareto k that could not be estimated (NaN) counts as unreliable.
+        high = int(np.sum(~(pareto_k <= good_k)))
+        worst = int(np.argmax(np.where(np.isnan(pareto_k), np.inf, pareto_k)))
         pair = str(stored["pair"].values[worst]) if stored is not None and "pair" in stored.coords else str(trace["log_likelihood"][LOGLIK_VARIABLE]["pair"].values[worst])
         rows.append(
             _row(
                 "pareto_k_max",
-                float(pareto_k.max()),
+                float(np.nanmax(pareto_k)) if np.any(np.isfinite(pareto_k)) else None,
                 f"<= {good_k:.2f} (sample-size dependent)",
                 "passed" if high == 0 else "warning",
                 f"{high} of {pareto_k.size} pairs above the threshold; worst: {pair}",

@@ -3,7 +3,9 @@
 The returned :class:`xarray.DataTree` has the groups ``posterior`` (model
 parameters plus the variance shares of :mod:`robustscope.decompose`),
 ``sample_stats``, ``log_likelihood`` (variable ``n_correct``: one value per
-(model, task) pair and draw, for PSIS-LOO), ``posterior_predictive`` (the replicated spread of each
+(model, task) pair and draw, given the pair's latent competence and spread), ``log_likelihood_integrated``
+(the same with those two latent values integrated out; PSIS-LOO uses it when
+present), ``posterior_predictive`` (the replicated spread of each
 pair's accuracy across perturbations), ``observed_data`` (the observed
 spread) and ``constant_data`` (pair indices). Its attributes record the
 tensor hash, the specification, the sampler, the seed, package versions and
@@ -29,9 +31,9 @@ from . import tensor as _tensor
 from ._io import atomic_path
 from ._logging import get_logger
 from .errors import InputError, RobustscopeError
-from .loo import add_pointwise_elpd
+from .loo import INTEGRATED_GROUP, add_pointwise_elpd
 from .models import family_module
-from .models.location_scale import LocationScaleData, build_model, pair_loglik, prepare_data, spline_basis
+from .models.location_scale import LocationScaleData, build_model, integrated_pair_loglik, pair_loglik, prepare_data, spline_basis, spline_detrend
 from .specs import ModelSpec, load_spec
 
 log = get_logger("fit")
@@ -277,6 +279,10 @@ def _fit_location_scale(ds: xr.Dataset, model_spec: ModelSpec, *, progress: bool
     loglik = pointwise_loglik(posterior, data, model_spec)
     timings["loglik_seconds"] = time.perf_counter() - start
     trace["log_likelihood"] = xr.DataTree(xr.Dataset({LOGLIK_VARIABLE: loglik}))
+    start = time.perf_counter()
+    integrated = integrated_pair_loglik(posterior, data, model_spec)
+    timings["integrated_loglik_seconds"] = time.perf_counter() - start
+    trace[INTEGRATED_GROUP] = xr.DataTree(xr.Dataset({LOGLIK_VARIABLE: loglik.copy(data=integrated)}))
     trace["posterior_predictive"] = xr.DataTree(xr.Dataset({"spread": posterior_predictive_spread(posterior, data, model_spec.sampler.seed)}))
     observed_spread = pair_spread(data.cell_k.astype(float), data.cell_n, data.cell_pair, data.n_pairs)
     pair_coord = {"pair": posterior["pair"].values}
@@ -295,10 +301,13 @@ def _fit_location_scale(ds: xr.Dataset, model_spec: ModelSpec, *, progress: bool
         )
     )
     knots, width = spline_basis(data, model_spec)
+    offsets, slopes = spline_detrend(data, knots, width)
     extra = {
         "competence_center": float(data.competence_center),
         "spline_knots": json.dumps([float(k) for k in knots]),
         "spline_width": float(width),
+        "spline_offsets": json.dumps([float(v) for v in offsets]),
+        "spline_slopes": json.dumps([float(v) for v in slopes]),
         "excluded_pairs": json.dumps(data.extras.get("excluded_pairs", [])),
     }
     return trace, timings, extra

@@ -4,6 +4,10 @@ Every fit stores its pointwise log likelihood, one value per (model, task)
 pair and draw, in the ``log_likelihood`` group. Leaving out one pair at a
 time measures how well a model predicts a whole (model, task) combination it
 has not seen, which is the question the variance partition is about.
+Location-scale fits also store it with each pair's latent competence and
+spread integrated out (``log_likelihood_integrated``), and PSIS-LOO uses
+that form: given its own latent values a left-out pair is predicted too
+well, and the importance weights fail (see :func:`loo_likelihood`).
 
 :func:`add_pointwise_elpd` keeps each pair's expected log predictive
 density and Pareto k in the fit (group ``loo``), so the totals can be
@@ -31,6 +35,7 @@ import arviz_stats as azs
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.optimize import minimize
 
 from ._logging import get_logger
 from .errors import RobustscopeError
@@ -39,6 +44,8 @@ from .specs import ModelSpec, load_spec
 log = get_logger("loo")
 
 LOO_GROUP = "loo"
+# Group of a location-scale fit with each pair's latent values integrated out.
+INTEGRATED_GROUP = "log_likelihood_integrated"
 
 # Scale terms of the nested alternatives, keyed by the suffix of their name.
 NESTED_TERMS = {
@@ -64,11 +71,31 @@ def loglik_variable(trace: xr.DataTree) -> str:
     return names[0]
 
 
+def loo_likelihood(trace: xr.DataTree) -> str:
+    """Return which log likelihood PSIS-LOO uses for a fit: ``"integrated"`` or ``"conditional"``.
+
+    A location-scale fit stores each pair's log likelihood twice: given the
+    pair's latent competence and spread (``log_likelihood``), and with the two
+    integrated out (``log_likelihood_integrated``). Leaving a pair out moves
+    its own latent values far, so the conditional form gives Pareto k above
+    the threshold for most pairs; the integrated form measures how well the
+    rest of the data predict a new pair of the same model and task.
+    """
+    return "integrated" if INTEGRATED_GROUP in trace.children else "conditional"
+
+
 def _loo(trace: xr.DataTree) -> azs.ELPDData:
+    if loo_likelihood(trace) == "integrated":
+        source = xr.DataTree.from_dict(
+            {"posterior": trace["posterior"].to_dataset(), "log_likelihood": trace[INTEGRATED_GROUP].to_dataset()}
+        )
+        source.attrs.update(trace.attrs)
+    else:
+        source = trace
     with warnings.catch_warnings():
         # Pareto k is reported against good_k in the tables, not as a warning per call.
         warnings.simplefilter("ignore", UserWarning)
-        return azs.loo(trace, var_name=loglik_variable(trace), pointwise=True)
+        return azs.loo(source, var_name=loglik_variable(trace), pointwise=True)
 
 
 def add_pointwise_elpd(trace: xr.DataTree) -> xr.DataTree:
@@ -98,12 +125,20 @@ def add_pointwise_elpd(trace: xr.DataTree) -> xr.DataTree:
             "loo_p": float(result.p),
             "loo_good_k": good_k,
             "loo_units_above_good_k": int(np.sum(np.asarray(result.pareto_k) > good_k)),
+            "loo_likelihood": loo_likelihood(trace),
         }
     )
     return trace
 
 
 def _check_same_data(traces: Mapping[str, xr.DataTree]) -> None:
+    kinds = {label: loo_likelihood(trace) for label, trace in traces.items()}
+    if len(set(kinds.values())) != 1:
+        listing = ", ".join(f"{label}: {kind}" for label, kind in kinds.items())
+        raise RobustscopeError(
+            f"PSIS-LOO compares fits on the same log likelihood, but some of these fits integrate the pair latents out and others do not ({listing}); "
+            "refit the older fits with this version"
+        )
     hashes = {label: trace.attrs.get("tensor_hash") for label, trace in traces.items()}
     if len(set(hashes.values())) != 1:
         listing = ", ".join(f"{label}: {str(h)[:12]}" for label, h in hashes.items())
@@ -150,11 +185,47 @@ def loo_compare(traces: Mapping[str, xr.DataTree], *, method: str = "stacking") 
     if len(traces) < 2:
         raise RobustscopeError("PSIS-LOO comparison needs at least two fits")
     _check_same_data(traces)
-    results = {label: _loo(trace) for label, trace in traces.items()}
+    return compare_results({label: _loo(trace) for label, trace in traces.items()}, method=method)
+
+
+def stacking_weights(results: Mapping[str, azs.ELPDData]) -> dict[str, float]:
+    """Return the stacking weights of fits from their pointwise elpd.
+
+    Maximises ``sum_i log sum_k w_k exp(elpd_ik)`` over the simplex. Each
+    unit's elpd is shifted by its maximum over the fits first, which leaves
+    the weights unchanged and keeps ``exp`` from underflowing.
+    """
+    labels = list(results)
+    elpd = np.stack([np.asarray(results[label].elpd_i, dtype=float).ravel() for label in labels], axis=1)
+    density = np.exp(elpd - elpd.max(axis=1, keepdims=True))  # (units, fits), each row's largest is 1
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        weights = np.exp(theta - theta.max())
+        weights /= weights.sum()
+        mixture = density @ weights
+        gradient_w = -(density / mixture[:, None]).sum(axis=0)
+        # Chain rule through the softmax.
+        gradient = weights * (gradient_w - np.dot(weights, gradient_w))
+        return float(-np.sum(np.log(mixture))), gradient
+
+    solution = minimize(objective, np.zeros(len(labels)), jac=True, method="BFGS")
+    weights = np.exp(solution.x - solution.x.max())
+    weights /= weights.sum()
+    return dict(zip(labels, weights.tolist(), strict=True))
+
+
+def compare_results(results: Mapping[str, azs.ELPDData], *, method: str = "stacking") -> pd.DataFrame:
+    """Rank PSIS-LOO results already computed on the same units; the table of :func:`loo_compare`."""
     with warnings.catch_warnings():
         # Stacking divides by zero for fits with identical predictions; the weights stay defined.
         warnings.simplefilter("ignore", RuntimeWarning)
         table = azs.compare(results, method=method, round_to="none")
+    if method == "stacking":
+        # NOTE: arviz-stats 1.3.3 exponentiates the pointwise elpd unshifted, so
+        # where a unit's elpd is below about -745 (a pair of many cells) its
+        # stacking weights all stay at 1/K. These weights are computed here.
+        weights = stacking_weights(results)
+        table["weight"] = [weights[str(label)] for label in table.index]
     rows = []
     for label, row in table.iterrows():
         result = results[str(label)]
@@ -201,4 +272,4 @@ def nested_specs(base: str | ModelSpec = "location-scale") -> dict[str, ModelSpe
     return out
 
 
-__all__ = ["NESTED_TERMS", "add_pointwise_elpd", "good_k_threshold", "loo_compare", "nested_specs"]
+__all__ = ["INTEGRATED_GROUP", "NESTED_TERMS", "add_pointwise_elpd", "compare_results", "good_k_threshold", "loo_compare", "loo_likelihood", "nested_specs", "stacking_weights"]

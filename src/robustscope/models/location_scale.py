@@ -302,7 +302,8 @@ def build_model(data: LocationScaleData, spec: ModelSpec) -> pm.Model:
                 sd_spline = _prior("sd_spline", spec)
                 raw = pm.Normal("spline_raw", 0.0, 1.0, dims="knot")
                 coefficients = pm.Deterministic("spline_coef", sd_spline * raw, dims="knot")
-            term = competence_term(mu, gamma1, coefficients, knots, width, data.competence_center, xp=pt)
+            detrend = spline_detrend(data, knots, width)
+            term = competence_term(mu, gamma1, coefficients, knots, width, data.competence_center, xp=pt, detrend=detrend)
             pm.Deterministic("competence_term", term, dims="pair")
             scale = scale + term
         if "model" in spec.scale_terms:
@@ -337,40 +338,87 @@ def spline_basis(data: LocationScaleData, spec: ModelSpec) -> tuple[np.ndarray, 
     return knots, width
 
 
-def competence_term(x: Any, gamma1: Any, coefficients: Any, knots: np.ndarray, width: float, center: float, xp: Any = np) -> Any:
+def competence_term(
+    x: Any,
+    gamma1: Any,
+    coefficients: Any,
+    knots: np.ndarray,
+    width: float,
+    center: float,
+    xp: Any = np,
+    detrend: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Any:
     """Return the competence term of ``log sigma`` at competence ``x`` (logit scale).
 
-    ``gamma1 * (x - c0)`` plus, for a spline, ``sum_j beta_j * h(x - k_j)``
-    with the smooth hinge ``h(z) = width * softplus(z / width)``: below the
-    first knot the slope is ``gamma1``, and it changes by ``beta_j`` at each
-    knot. With NumPy arrays, ``gamma1`` and ``coefficients`` may carry
-    leading draw axes that broadcast against ``x``.
+    ``gamma1 * (x - c0)`` plus, for a spline, ``sum_j beta_j * g_j(x)``. Each
+    basis function is the smooth hinge ``h(z) = width * softplus(z / width)``
+    at knot ``k_j`` with its straight-line trend over the pairs taken out:
+    ``g_j(x) = h(x - k_j) - offset_j - slope_j (x - c0)`` (``detrend`` holds
+    the offsets and slopes, see :func:`spline_detrend`). So ``gamma1`` stays
+    the overall linear slope, as in the linear form, and the ``beta_j`` only
+    bend the curve around it. Without ``detrend`` (fits saved before it
+    existed) the plain hinges are used: the slope is ``gamma1`` below the
+    first knot and changes by ``beta_j`` at each knot. With NumPy arrays,
+    ``gamma1`` and ``coefficients`` may carry leading draw axes that
+    broadcast against ``x``.
     """
     term = gamma1 * (x - center)
     if coefficients is None or len(knots) == 0:
         return term
+    offsets, slopes = detrend if detrend is not None else (np.zeros(len(knots)), np.zeros(len(knots)))
     if xp is np:
-        hinge = width * np.logaddexp(0.0, (np.asarray(x)[..., None] - knots) / width)
-        return term + np.sum(np.asarray(coefficients) * hinge, axis=-1)
-    hinge = width * pt.softplus((x[:, None] - knots[None, :]) / width)
-    return term + pt.sum(coefficients[None, :] * hinge, axis=1)
+        shifted = np.asarray(x)[..., None]
+        basis = width * np.logaddexp(0.0, (shifted - knots) / width) - offsets - slopes * (shifted - center)
+        return term + np.sum(np.asarray(coefficients) * basis, axis=-1)
+    shifted = x[:, None]
+    basis = width * pt.softplus((shifted - knots[None, :]) / width) - offsets[None, :] - slopes[None, :] * (shifted - center)
+    return term + pt.sum(coefficients[None, :] * basis, axis=1)
+
+
+def spline_detrend(data: LocationScaleData, knots: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Return the intercepts and slopes of each hinge's least-squares line over the pairs.
+
+    The line is fitted to ``h(e_p - k_j)`` against ``e_p - c0`` at the pairs'
+    empirical logits ``e_p``. Subtracting it makes each basis function
+    uncorrelated with the linear term over the observed pairs. So the
+    posterior does not trade ``gamma1`` against the spline coefficients. With
+    plain hinges ``gamma1`` is the slope below the first knot, strongly
+    correlated with every coefficient.
+    """
+    if len(knots) == 0:
+        return np.zeros(0), np.zeros(0)
+    e = np.asarray(data.pair_empirical_logit, dtype=float)
+    design = np.column_stack([np.ones_like(e), e - data.competence_center])
+    hinges = width * np.logaddexp(0.0, (e[:, None] - knots[None, :]) / width)
+    solution, *_ = np.linalg.lstsq(design, hinges, rcond=None)
+    return solution[0], solution[1]
+
+
+def spline_from_attrs(attrs: Any) -> tuple[np.ndarray, float, tuple[np.ndarray, np.ndarray] | None]:
+    """Return a fit's spline knots, hinge width and detrending from its attributes."""
+    knots = np.asarray(json.loads(attrs.get("spline_knots", "[]")), dtype=float)
+    width = float(attrs.get("spline_width", 1.0))
+    detrend = None
+    if "spline_offsets" in attrs and "spline_slopes" in attrs:
+        detrend = (np.asarray(json.loads(attrs["spline_offsets"]), dtype=float), np.asarray(json.loads(attrs["spline_slopes"]), dtype=float))
+    return knots, width, detrend
 
 
 def competence_curve(posterior: Any, grid: np.ndarray, attrs: Any) -> np.ndarray:
     """Return ``gamma0 + competence term`` on ``grid`` for each draw: shape (draws, grid points).
 
     Works for the linear and the spline form; ``attrs`` are the fit's
-    attributes (``competence_center``, ``spline_knots``, ``spline_width``).
+    attributes (``competence_center`` and the spline's knots, width and
+    detrending).
     """
     gamma0 = np.asarray(posterior["gamma0"]).reshape(-1)
     gamma1 = np.asarray(posterior["gamma1"]).reshape(-1) if "gamma1" in posterior else np.zeros_like(gamma0)
     center = float(attrs.get("competence_center", 0.0))
-    knots = np.asarray(json.loads(attrs.get("spline_knots", "[]")), dtype=float)
+    knots, width, detrend = spline_from_attrs(attrs)
     coefficients = None
     if len(knots) and "spline_coef" in posterior:
         coefficients = np.asarray(posterior["spline_coef"]).reshape(len(gamma0), 1, len(knots))
-    width = float(attrs.get("spline_width", 1.0))
-    term = competence_term(np.asarray(grid)[None, :], gamma1[:, None], coefficients, knots, width, center)
+    term = competence_term(np.asarray(grid)[None, :], gamma1[:, None], coefficients, knots, width, center, detrend=detrend)
     return gamma0[:, None] + term
 
 
@@ -399,6 +447,161 @@ def pair_loglik(mu: Any, log_sigma: Any, data: LocationScaleData, spec: ModelSpe
         np.add.at(out, (..., index), per_unique)
         return out
     return pt.zeros(data.n_pairs)[index].inc(per_unique)
+
+
+# Gauss-Hermite points for a pair's latent competence and for its log spread.
+# The spread needs more: a weakly informed pair's posterior of log sigma is
+# wider than the band N(scale(mu), sd_e) that one draw puts it in.
+INTEGRATION_NODES = (9, 35)
+
+
+def integrated_pair_loglik(
+    posterior: xr.Dataset,
+    data: LocationScaleData,
+    spec: ModelSpec,
+    *,
+    nodes: tuple[int, int] = INTEGRATION_NODES,
+    chunk_elements: int = 4_000_000,
+) -> np.ndarray:
+    """Return each pair's log likelihood with its own latent competence and spread integrated out.
+
+    The conditional pointwise log likelihood ``log p(y_p | mu_p, log_sigma_p)``
+    is dominated by the pair's own latent values, so leaving the pair out moves
+    them far and PSIS-LOO's importance weights break down (Pareto k above the
+    threshold). The integrated form
+
+        log p(y_p | theta) = log ∫∫ p(y_p | mu, s) N(mu | loc_p, sd_model_task) N(s | scale_p(mu), sd_e) dmu ds
+
+    depends on the pair only through the hyperparameters and the model and
+    task effects, which one pair barely moves. The integral uses a
+    tensor-product Gauss-Hermite rule, centred on each pair's posterior mean of ``(mu, log_sigma)`` and scaled
+    by the Cholesky factor of its posterior covariance. The pair's likelihood
+    is evaluated once on that fixed grid; only the two normal densities
+    change from draw to draw. A latent value that the specification makes
+    deterministic (no ``model:task`` location term, or no ``residual`` scale
+    term) is not integrated.
+
+    Parameters
+    ----------
+    posterior
+        The fit's posterior with ``mu``, ``log_sigma`` and the parameters of
+        both submodels.
+    data, spec
+        What the fit was built from.
+    nodes
+        Gauss-Hermite points for ``mu`` and for ``log_sigma``.
+    chunk_elements
+        Draws are processed in chunks of at most this many (draw, node,
+        pair) values, to bound memory (each array of a chunk is 8 bytes per
+        value).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (chain, draw, pair).
+    """
+    mu_post = posterior["mu"].transpose("chain", "draw", "pair").values
+    ls_post = posterior["log_sigma"].transpose("chain", "draw", "pair").values
+    chains, draws, n_pairs = mu_post.shape
+    integrate_mu = "model:task" in spec.location_terms
+    integrate_ls = "residual" in spec.scale_terms
+    flat = {name: posterior[name].values.reshape(chains * draws, *posterior[name].shape[2:]) for name in posterior.data_vars}
+    n_draws = chains * draws
+    knots, width = spline_basis(data, spec)
+    detrend = spline_detrend(data, knots, width)
+
+    def location(start: int, stop: int) -> np.ndarray:
+        loc = np.repeat(flat["alpha"][start:stop, None], n_pairs, axis=1)
+        if "model" in spec.location_terms:
+            loc = loc + flat["a_model"][start:stop][:, data.pair_model]
+        if "task" in spec.location_terms:
+            loc = loc + flat["b_task"][start:stop][:, data.pair_task]
+        return loc
+
+    def scale(start: int, stop: int, mu: np.ndarray, fixed_basis: np.ndarray | None = None) -> np.ndarray:
+        # mu: (draws, grid, pair). fixed_basis: the spline basis at mu when mu
+        # is the same grid for every draw, so the hinges are computed once.
+        out = np.broadcast_to(flat["gamma0"][start:stop, None, None], mu.shape).copy()
+        if "competence" in spec.scale_terms and spec.competence in ("linear", "spline"):
+            gamma1 = flat["gamma1"][start:stop, None, None]
+            coefficients = flat.get("spline_coef")
+            coefficients = coefficients[start:stop] if coefficients is not None and len(knots) else None
+            if coefficients is not None and fixed_basis is not None:
+                out = out + gamma1 * (mu - data.competence_center) + np.einsum("sk,gpk->sgp", coefficients, fixed_basis)
+            else:
+                spline = coefficients[:, None, None, :] if coefficients is not None else None
+                out = out + competence_term(mu, gamma1, spline, knots, width, data.competence_center, detrend=detrend)
+        if "model" in spec.scale_terms:
+            out = out + flat["u_model"][start:stop][:, None, data.pair_model]
+        if "task" in spec.scale_terms:
+            out = out + flat["v_task"][start:stop][:, None, data.pair_task]
+        return out
+
+    dims = int(integrate_mu) + int(integrate_ls)
+    if dims == 0:
+        chunk = max(1, chunk_elements // n_pairs)
+        out = np.empty((n_draws, n_pairs))
+        for start in range(0, n_draws, chunk):
+            stop = min(start + chunk, n_draws)
+            out[start:stop] = pair_loglik(mu_post.reshape(n_draws, n_pairs)[start:stop], ls_post.reshape(n_draws, n_pairs)[start:stop], data, spec)
+        return out.reshape(chains, draws, n_pairs)
+
+    # The rule: t on a tensor grid, x = m_p + R_p t with R_p = sqrt(2) chol(C_p);
+    # ∫ f(x) dx ≈ |det R_p| Σ_n w_n exp(|t_n|²) f(x_n).
+    rules = [np.polynomial.hermite.hermgauss(count) for count, used in zip(nodes, (integrate_mu, integrate_ls), strict=True) if used]
+    t = np.stack([g.ravel() for g in np.meshgrid(*[rule[0] for rule in rules], indexing="ij")], axis=-1)  # (grid, dims)
+    log_w = sum(np.log(g.ravel()) for g in np.meshgrid(*[rule[1] for rule in rules], indexing="ij")) + np.sum(t**2, axis=1)
+
+    latent = []
+    if integrate_mu:
+        latent.append(mu_post.reshape(n_draws, n_pairs))
+    if integrate_ls:
+        latent.append(ls_post.reshape(n_draws, n_pairs))
+    stacked = np.stack(latent, axis=-1)  # (draws, pair, dims)
+    mean = stacked.mean(axis=0)
+    centred = stacked - mean
+    covariance = np.einsum("spi,spj->pij", centred, centred) / max(n_draws - 1, 1)
+    covariance = covariance + 1e-10 * np.eye(dims)
+    root = np.sqrt(2.0) * np.linalg.cholesky(covariance)  # (pair, dims, dims)
+    x = mean[None, :, :] + np.einsum("pij,nj->npi", root, t)  # (grid, pair, dims)
+    log_det = np.log(np.abs(np.linalg.det(root)))  # (pair,)
+
+    mu_grid = x[..., 0] if integrate_mu else None
+    ls_grid = x[..., -1] if integrate_ls else None
+    grid_basis = None
+    if integrate_mu and len(knots):
+        # Each spline basis function at the grid's mu, detrended as in competence_term.
+        offsets, slopes = detrend
+        shifted = mu_grid[..., None]
+        grid_basis = width * np.logaddexp(0.0, (shifted - knots) / width) - offsets - slopes * (shifted - data.competence_center)
+    if integrate_mu and integrate_ls:
+        likelihood = pair_loglik(mu_grid, ls_grid, data, spec)  # (grid, pair)
+
+    chunk = max(1, chunk_elements // (len(t) * n_pairs))
+    out = np.empty((n_draws, n_pairs))
+    for start in range(0, n_draws, chunk):
+        stop = min(start + chunk, n_draws)
+        log_f = np.zeros((stop - start, len(t), n_pairs))
+        if integrate_mu:
+            loc = location(start, stop)[:, None, :]
+            sd_pair = flat["sd_model_task"][start:stop, None, None]
+            log_f += -0.5 * np.log(2 * np.pi) - np.log(sd_pair) - 0.5 * ((mu_grid[None] - loc) / sd_pair) ** 2
+            mu_at = np.broadcast_to(mu_grid[None], log_f.shape)
+        else:
+            mu_at = np.broadcast_to(mu_post.reshape(n_draws, n_pairs)[start:stop, None, :], log_f.shape)
+        if integrate_ls:
+            sd_e = flat["sd_e"][start:stop, None, None]
+            log_f += -0.5 * np.log(2 * np.pi) - np.log(sd_e) - 0.5 * ((ls_grid[None] - scale(start, stop, mu_at, grid_basis)) / sd_e) ** 2
+            if integrate_mu:
+                log_f += likelihood[None]
+            else:
+                log_f += pair_loglik(mu_at, np.broadcast_to(ls_grid[None], log_f.shape), data, spec)
+        else:
+            log_f += pair_loglik(mu_at, scale(start, stop, mu_at, grid_basis), data, spec)
+        terms = log_f + log_w[None, :, None]
+        peak = terms.max(axis=1)
+        out[start:stop] = peak + np.log(np.exp(terms - peak[:, None, :]).sum(axis=1)) + log_det[None, :]
+    return out.reshape(chains, draws, n_pairs)
 
 
 KEY_PARAMETERS = ("gamma0", "gamma1", "sd_u", "sd_v", "sd_e", "share_competence", "share_model", "share_task", "share_residual")

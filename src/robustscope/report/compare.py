@@ -19,11 +19,9 @@ import base64
 import html
 import io
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
-import arviz as az
 import matplotlib
 
 matplotlib.use("Agg")
@@ -40,8 +38,8 @@ from .. import __version__, decompose  # noqa: E402
 from .._io import write_bytes, write_json, write_text  # noqa: E402
 from .._logging import get_logger  # noqa: E402
 from ..diagnostics import DEFAULT_THRESHOLDS, Thresholds, check_fit, summarize  # noqa: E402
-from ..errors import InputError  # noqa: E402
-from ..fit import LOGLIK_VARIABLE  # noqa: E402
+from ..errors import InputError, RobustscopeError  # noqa: E402
+from .. import loo as _loo  # noqa: E402
 from . import plots  # noqa: E402
 
 log = get_logger("report.compare")
@@ -272,12 +270,17 @@ def _shared_models(trees: list[xr.DataTree], labels: list[str], rng: np.random.G
 
 
 def _loo_groups(trees: list[xr.DataTree], labels: list[str]) -> list[dict[str, Any]]:
-    """Run PSIS-LOO for each group of two or more fits with the same tensor hash."""
+    """Run PSIS-LOO for each group of two or more fits with the same tensor hash.
+
+    A fit whose PSIS-LOO fails gets a row with the error; the others are
+    still ranked.
+    """
     groups: dict[str, list[int]] = {}
     for index, tree in enumerate(trees):
         key = tree.attrs.get("tensor_hash")
         if key and "log_likelihood" in tree.children:
-            groups.setdefault(str(key), []).append(index)
+            # Integrated and conditional log likelihoods are not comparable.
+            groups.setdefault(f"{key}|{_loo.loo_likelihood(tree)}", []).append(index)
     results = []
     for key, members in groups.items():
         if len(members) < 2:
@@ -287,15 +290,12 @@ def _loo_groups(trees: list[xr.DataTree], labels: list[str]) -> list[dict[str, A
         for index in members:
             label = labels[index]
             try:
-                with warnings.catch_warnings():
-                    # Pareto k values are reported in the table, against good_k for this sample size.
-                    warnings.simplefilter("ignore", UserWarning)
-                    loo = az.loo(trees[index], var_name=LOGLIK_VARIABLE, pointwise=True)
-            except ValueError as error:
+                computed[label] = _loo._loo(trees[index])
+            except (ValueError, FloatingPointError, RobustscopeError) as error:
                 log.warning("PSIS-LOO failed for fit %s: %s", label, error)
                 rows.append({"fit": label, "error": f"PSIS-LOO failed: {error}"})
                 continue
-            computed[label] = loo
+            loo = computed[label]
             pareto_k = np.asarray(loo.pareto_k)
             rows.append(
                 {
@@ -311,18 +311,13 @@ def _loo_groups(trees: list[xr.DataTree], labels: list[str]) -> list[dict[str, A
             )
         ranking = []
         if len(computed) >= 2:
-            table = az.compare(computed, round_to="none")
-            for label, row in table.iterrows():
-                ranking.append(
-                    {
-                        "fit": str(label),
-                        "rank": int(row["rank"]),
-                        "elpd_diff": float(row["elpd_diff"]),
-                        "dse": float(row["dse"]),
-                        "weight": float(row["weight"]),
-                    }
-                )
-        results.append({"tensor_hash": key, "fits": [labels[i] for i in members], "loo": rows, "compare": ranking})
+            table = _loo.compare_results(computed)
+            ranking = [
+                {"fit": str(label), "rank": int(row["rank"]), "elpd_diff": float(row["elpd_diff"]), "dse": float(row["dse"]), "weight": float(row["weight"])}
+                for label, row in table.iterrows()
+            ]
+        tensor_hash, likelihood = key.split("|")
+        results.append({"tensor_hash": tensor_hash, "likelihood": likelihood, "fits": [labels[i] for i in members], "loo": rows, "compare": ranking})
     return results
 
 
@@ -618,7 +613,8 @@ def _shared_table(shared: dict[str, Any], labels: list[str]) -> tuple[pd.DataFra
 def _loo_tables(groups: list[dict[str, Any]]) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
     out = []
     for group in groups:
-        title = f"Fits of the data with tensor hash {group['tensor_hash'][:12]}: {', '.join(group['fits'])}"
+        likelihood_text = "pair latents integrated out" if group.get("likelihood") == "integrated" else "given each pair's latent values"
+        title = f"Fits of the data with tensor hash {group['tensor_hash'][:12]} ({likelihood_text}): {', '.join(group['fits'])}"
         loo = pd.DataFrame(group["loo"]).round(3)
         ranking = pd.DataFrame(group["compare"]).round(3)
         out.append((title, loo, ranking))
@@ -647,7 +643,9 @@ def _method_lines(loo_groups: list[dict[str, Any]], trees: list[xr.DataTree]) ->
     ]
     if loo_groups:
         lines.append(
-            "PSIS-LOO uses each fit's log likelihood of every (model, task) pair (leaving one pair out at a time). Pareto k above "
+            "PSIS-LOO uses each fit's log likelihood of every (model, task) pair (leaving one pair out at a time). For "
+            "location-scale fits the pair's latent competence and spread are integrated out, so the question is how well the "
+            "other pairs predict a new pair of the same model and task. Pareto k above "
             "good_k (which depends on the number of draws) means the estimate for that pair is unreliable. elpd_diff is the "
             "difference from the best fit and dse its standard error."
         )
