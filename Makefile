@@ -29,7 +29,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/bench_ingest_parquet.py
-	$(BIN)/python benchmarks/bench_alternatives.py
+	$(BIN)/python benchmarks/bench_alternatives.py --cap-ratio 5.5
 	$(BIN)/python benchmarks/bench_scaling.py
 	$(BIN)/python benchmarks/bench_startup.py
 

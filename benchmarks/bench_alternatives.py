@@ -29,7 +29,10 @@ Python process:
   covariate in place of ``mu``, which is the decomposition that model makes.
 * ``pymc``: the same model as robustscope in plain PyMC, non-centred, with
   an explicit latent ``z`` per cell and a ``Binomial`` likelihood, sampled
-  with ``pm.sample`` (PyMC's own NUTS).
+  with ``pm.sample`` and its default NUTS. With nutpie installed, PyMC 6.4
+  hands that to nutpie (its log reads ``NUTS[nutpie]``).
+* ``pymc-nuts``: the same, with ``pm.sample(nuts_sampler="pymc")``, PyMC's
+  own NUTS.
 * ``numpyro``: the same explicit-latent, non-centred model in NumPyro,
   sampled with its NUTS, chains in parallel on CPU devices.
 
@@ -66,11 +69,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
 
-ALTERNATIVES = ("robustscope", "bambi", "pymc", "numpyro")
+ALTERNATIVES = ("robustscope", "bambi", "pymc", "pymc-nuts", "numpyro")
 DESCRIPTIONS = {
     "robustscope": "robustscope default (z integrated out, nutpie)",
     "bambi": "bambi distributional model (normal on empirical logits, PyMC NUTS)",
-    "pymc": "plain PyMC, non-centred, explicit z (pm.sample)",
+    "pymc": "plain PyMC, non-centred, explicit z (pm.sample defaults: nutpie's NUTS)",
+    "pymc-nuts": "plain PyMC, non-centred, explicit z (pm.sample, PyMC's own NUTS)",
     "numpyro": "NumPyro, non-centred, explicit z (NUTS)",
 }
 
@@ -307,6 +311,7 @@ def fit_pymc(ds: Any, data: Any, spec: Any, settings: dict[str, Any]) -> tuple[A
             progressbar=False,
             compute_convergence_checks=False,
             var_names=stored,
+            **({"nuts_sampler": "pymc"} if settings.get("pymc_own_nuts") else {}),
         )
         sampling_seconds = time.perf_counter() - start
     return trace["posterior"].to_dataset(), trace["sample_stats"].to_dataset(), {"sampling_seconds": sampling_seconds}
@@ -388,7 +393,12 @@ def fit_numpyro(ds: Any, data: Any, spec: Any, settings: dict[str, Any]) -> tupl
     return posterior, stats, {"sampling_seconds": sampling_seconds}
 
 
-FITS = {"robustscope": fit_robustscope, "bambi": fit_bambi, "pymc": fit_pymc, "numpyro": fit_numpyro}
+def fit_pymc_own_nuts(ds: Any, data: Any, spec: Any, settings: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Fit the explicit-latent model as :func:`fit_pymc` does, with PyMC's own NUTS in place of the default."""
+    return fit_pymc(ds, data, spec, {**settings, "pymc_own_nuts": True})
+
+
+FITS = {"robustscope": fit_robustscope, "bambi": fit_bambi, "pymc": fit_pymc, "pymc-nuts": fit_pymc_own_nuts, "numpyro": fit_numpyro}
 
 
 def child_main(name: str, tensor_path: str, settings: dict[str, Any]) -> None:
@@ -448,7 +458,12 @@ def child_main(name: str, tensor_path: str, settings: dict[str, Any]) -> None:
 def run_alternative(name: str, tensor_path: Path, args: argparse.Namespace, sampler: dict[str, Any]) -> list[dict[str, Any]]:
     """Run ``name`` at each target acceptance rate in turn until one attempt passes; return every attempt."""
     attempts = []
+    spent = 0.0
     for target_accept in args.target_accept:
+        remaining = args.budget_minutes * 60 - spent
+        if remaining <= 0:
+            print(f"{name}: the budget of {args.budget_minutes:g} min per alternative is spent; no attempt at target_accept {target_accept}", flush=True)
+            break
         settings = {
             **sampler,
             "target_accept": target_accept,
@@ -459,9 +474,10 @@ def run_alternative(name: str, tensor_path: Path, args: argparse.Namespace, samp
         print(f"{name}: {settings['chains']} chains x ({settings['tune']} tuning + {settings['draws']} draws), target_accept {target_accept}", flush=True)
         outcome = _common.run_child(
             [__file__, "--child", name, "--tensor", str(tensor_path), "--settings", json.dumps(settings)],
-            timeout=args.cap_minutes * 60,
+            timeout=min(args.cap_minutes * 60, remaining),
             memory_limit_gib=args.memory_limit_gb,
         )
+        spent += outcome["wall_seconds"]
         record = {"alternative": name, "settings": settings, **outcome}
         if outcome["status"] == "timed out":
             record["status"] = "did not finish"
@@ -476,6 +492,50 @@ def run_alternative(name: str, tensor_path: Path, args: argparse.Namespace, samp
     return attempts
 
 
+def time_to_pass(records: list[dict[str, Any]], name: str) -> tuple[float, bool]:
+    """Return the process wall time ``name`` spent until its first passing attempt, and whether one passed.
+
+    A user who sees a fit fail its checks reruns it at the next setting, so
+    the attempts before the passing one count. Without a passing attempt the
+    time is everything spent, a lower bound on the time to a passing fit.
+    """
+    spent = 0.0
+    for record in records:
+        if record["alternative"] != name:
+            continue
+        spent += record["wall_seconds"]
+        result = record["result"]
+        if result is not None and result["diagnostics"]["passed"]:
+            return spent, True
+    return spent, False
+
+
+def time_to_pass_lines(records: list[dict[str, Any]]) -> list[str]:
+    """Return a Markdown table: each alternative's time to a passing fit and its ratio to robustscope's."""
+    names = list(dict.fromkeys(record["alternative"] for record in records))
+    if not names:
+        return []
+    reference, reference_passed = time_to_pass(records, "robustscope") if "robustscope" in names else (None, False)
+    lines = [
+        "| fit | time to a fit that passes the checks (s) | ratio to robustscope |",
+        "|---|---|---|",
+    ]
+    for name in names:
+        seconds, passed = time_to_pass(records, name)
+        time_text = f"{seconds:.0f}" if passed else f"more than {seconds:.0f} (no attempt passed)"
+        if reference is None or not reference_passed or name == "robustscope":
+            ratio_text = "—" if name != "robustscope" or not reference_passed else "1"
+        else:
+            ratio_text = f"{seconds / reference:.1f}" if passed else f"more than {seconds / reference:.1f}"
+        lines.append(f"| {DESCRIPTIONS[name]} | {time_text} | {ratio_text} |")
+    lines += [
+        "",
+        "Time to a passing fit is the process wall time summed over an alternative's attempts up to the first one that passes "
+        "every check, since a user reruns a failed fit at the next setting.",
+    ]
+    return lines
+
+
 def markdown_report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """Return the Markdown fragment: a heading, the setup, the table and its notes."""
     label = " (quick mode: tiny simulated data, short chains; not a result)" if meta["quick"] else ""
@@ -484,7 +544,9 @@ def markdown_report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         f"Script: `python benchmarks/bench_alternatives.py {meta['command_line']}`.",
         f"Data: {meta['data']}; {meta['pairs']} (model, task) pairs, {meta['cells']:,} cells.",
-        f"Wall-time cap per fit: {meta['cap_minutes']:g} min. Target acceptance rates tried in order: {', '.join(map(str, meta['target_accept']))}.",
+        f"Wall-time cap per fit: {meta['cap_minutes']:.1f} min; per alternative over all its attempts: {meta['budget_minutes']:.1f} min"
+        + (f" ({meta['cap_ratio']:g} times robustscope's time to a passing fit). " if meta.get("cap_ratio") else ". ")
+        + f"Target acceptance rates tried in order: {', '.join(map(str, meta['target_accept']))}.",
         "",
         *_common.machine_lines(meta["machine"]),
         "",
@@ -514,6 +576,7 @@ def markdown_report(records: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             + " ".join(f"| {_common.format_number(ess[name], 2)}" for name in _common.ESS_QUANTITIES)
             + " |"
         )
+    lines += ["", *time_to_pass_lines(records)]
     lines += [
         "",
         "Fit wall time runs from the loaded tensor to the posterior with its variance shares (model building, "
@@ -540,6 +603,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target-accept", type=float, nargs="+", default=None, help="target acceptance rates tried in order until the checks pass (default: 0.8 0.95; quick: 0.8)")
     parser.add_argument("--seed", type=int, default=20260204, help="random seed of every fit")
     parser.add_argument("--cap-minutes", type=float, default=None, help="wall-time cap per fit in minutes, after which it is recorded as not finished (default 20; quick 1.5)")
+    parser.add_argument("--cap-ratio", type=float, default=None, help="after robustscope passes, cap every later alternative at this multiple of robustscope's time to a passing fit, over all its attempts (default: no such cap)")
+    parser.add_argument("--budget-minutes", type=float, default=None, help="wall time per alternative over all its attempts, after which no further target acceptance rate is tried (default: no budget beyond the per-fit cap)")
     parser.add_argument("--memory-limit-gb", type=float, default=None, help="kill a fit whose process tree passes this resident memory in GiB (default: no limit)")
     parser.add_argument("--numpyro-float32", action="store_true", help="run NumPyro in JAX's default 32-bit floats instead of 64-bit")
     parser.add_argument("--output-dir", type=Path, default=_common.DOCS_DIR, help="folder for alternatives.md and alternatives.json")
@@ -566,6 +631,8 @@ def main() -> None:
         args.target_accept = [0.8] if args.quick else [0.8, 0.95]
     if args.cap_minutes is None:
         args.cap_minutes = QUICK_CAP_MINUTES if args.quick else 20.0
+    if args.budget_minutes is None:
+        args.budget_minutes = args.cap_minutes * len(args.target_accept)
 
     machine = _common.machine_info()
     ds, description = build_tensor(args)
@@ -576,6 +643,12 @@ def main() -> None:
         records = []
         for name in args.alternatives:
             records.extend(run_alternative(name, tensor_path, args, sampler))
+            if name == "robustscope" and args.cap_ratio is not None:
+                seconds, passed = time_to_pass(records, "robustscope")
+                if passed:
+                    # Enough time to show whether an alternative comes within the ratio; no more.
+                    args.cap_minutes = args.budget_minutes = args.cap_ratio * seconds / 60
+                    print(f"cap per alternative: {args.cap_ratio:g} x {seconds:.0f} s = {args.cap_minutes:.1f} min", flush=True)
 
     meta = {
         "quick": args.quick,
@@ -584,6 +657,8 @@ def main() -> None:
         "pairs": int(data.n_pairs),
         "cells": int(len(data.cell_k)),
         "cap_minutes": args.cap_minutes,
+        "budget_minutes": args.budget_minutes,
+        "cap_ratio": args.cap_ratio,
         "target_accept": args.target_accept,
         "sampler": sampler,
         "machine": machine,
