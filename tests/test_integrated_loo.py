@@ -114,9 +114,9 @@ def _pointwise_elpd(post, loglik):
 
 
 def test_default_nodes_give_the_fine_rules_pointwise_elpd(fitted):
-    # Single draws of a weakly informed pair need many log-sigma nodes; what
-    # PSIS-LOO uses, each pair's elpd, must match the fine rule well below the
-    # differences a comparison reads (its standard errors are of order 1).
+    # Single draws of a weakly informed pair need many log-sigma nodes. PSIS-LOO
+    # uses each pair's elpd, which must match the fine rule well below the
+    # standard errors a comparison reads (of order 1).
     ds, spec, trace = fitted
     data = prepare_data(ds)
     post = trace["posterior"].to_dataset()
@@ -126,7 +126,7 @@ def test_default_nodes_give_the_fine_rules_pointwise_elpd(fitted):
     assert abs(float(np.sum(default - fine))) < 0.1
 
 
-def test_psis_loo_is_more_reliable_on_the_integrated_form(fitted):
+def test_integrated_form_lowers_pareto_k(fitted):
     _, _, trace = fitted
     integrated = _loo(trace)
     conditional_tree = trace.copy()

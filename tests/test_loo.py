@@ -44,8 +44,8 @@ def test_the_model_that_predicts_better_ranks_first(outcomes):
 
 
 def test_stacking_weights_survive_large_negative_elpd(outcomes):
-    # A pair of many cells has a log likelihood in the hundreds or thousands
-    # below zero; the same constant on every fit leaves the weights unchanged.
+    # A pair of many cells has a log likelihood hundreds or thousands below
+    # zero. The same constant added to every fit leaves the weights unchanged.
     plain = loo_compare({"wrong": _normal_fit(1.5, outcomes, 1), "right": _normal_fit(0.0, outcomes, 2)})
     shifted = loo_compare({"wrong": _normal_fit(1.5, outcomes, 1, shift=-1000.0), "right": _normal_fit(0.0, outcomes, 2, shift=-1000.0)})
     assert shifted.loc["right", "weight"] > 0.9

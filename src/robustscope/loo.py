@@ -78,7 +78,7 @@ def loo_likelihood(trace: xr.DataTree) -> str:
     pair's latent competence and spread (``log_likelihood``), and with the two
     integrated out (``log_likelihood_integrated``). Leaving a pair out moves
     its own latent values far, so the conditional form gives Pareto k above
-    the threshold for most pairs; the integrated form measures how well the
+    the threshold for most pairs. The integrated form measures how well the
     rest of the data predict a new pair of the same model and task.
     """
     return "integrated" if INTEGRATED_GROUP in trace.children else "conditional"
