@@ -33,7 +33,7 @@ from ._logging import get_logger
 from .errors import InputError, RobustscopeError
 from .loo import INTEGRATED_GROUP, add_pointwise_elpd
 from .models import family_module
-from .models.location_scale import LocationScaleData, build_model, integrated_pair_loglik, pair_loglik, prepare_data, spline_basis, spline_detrend
+from .models.location_scale import LocationScaleData, build_model, initial_point, integrated_pair_loglik, pair_loglik, prepare_data, spline_basis, spline_detrend
 from .specs import ModelSpec, load_spec
 
 log = get_logger("fit")
@@ -46,6 +46,10 @@ PPC_DRAWS = 1000
 LOGLIK_VARIABLE = "n_correct"
 # Pointwise log likelihood is computed in chunks of this many draws.
 LOGLIK_CHUNK = 100
+# Largest number of float64 values one chunk of the pointwise log likelihood
+# (draws x count patterns x quadrature nodes) or of the posterior predictive
+# check (draws x cells) holds: about 128 MB per array.
+CHUNK_ELEMENTS = 16_000_000
 VERSION_PACKAGES = ("robustscope", "pymc", "pytensor", "nutpie", "arviz", "arviz-stats", "numpy", "xarray")
 
 
@@ -66,8 +70,15 @@ def _as_tensor(tensor: xr.Dataset | str | Path) -> xr.Dataset:
     return _tensor.load(tensor)
 
 
-def sample_model(model: Any, spec: ModelSpec, *, progress: bool = True) -> tuple[xr.DataTree, dict[str, float]]:
-    """Draw from ``model`` with the sampler the specification names; return the trace and timings."""
+def sample_model(
+    model: Any, spec: ModelSpec, *, progress: bool = True, initial_points: dict[str, np.ndarray] | None = None
+) -> tuple[xr.DataTree, dict[str, float]]:
+    """Draw from ``model`` with the sampler the specification names; return the trace and timings.
+
+    ``initial_points`` maps free variable names to starting values (on the
+    variables' own scale); the sampler jitters them per chain. Variables not
+    named start at their prior's support point.
+    """
     settings = spec.sampler
     cores = settings.cores or min(settings.chains, os.cpu_count() or 1)
     timings: dict[str, float] = {}
@@ -75,7 +86,7 @@ def sample_model(model: Any, spec: ModelSpec, *, progress: bool = True) -> tuple
         import nutpie
 
         start = time.perf_counter()
-        compiled = nutpie.compile_pymc_model(model)
+        compiled = nutpie.compile_pymc_model(model, initial_points=initial_points or None)
         timings["compile_seconds"] = time.perf_counter() - start
         log.info(
             "sampling with nutpie: %d chains x (%d tuning + %d draws), seed %d, %d cores",
@@ -112,6 +123,7 @@ def sample_model(model: Any, spec: ModelSpec, *, progress: bool = True) -> tuple
                 target_accept=settings.target_accept,
                 progressbar=progress,
                 nuts_sampler="pymc",
+                initvals=initial_points or None,
                 compute_convergence_checks=False,
             )
         timings["compile_seconds"] = 0.0
@@ -129,8 +141,9 @@ def pointwise_loglik(posterior: xr.Dataset, data: LocationScaleData, spec: Model
     flat_mu = mu.reshape(chains * draws, pairs)
     flat_ls = log_sigma.reshape(chains * draws, pairs)
     out = np.empty((chains * draws, pairs))
-    for start in range(0, chains * draws, LOGLIK_CHUNK):
-        stop = start + LOGLIK_CHUNK
+    chunk = max(1, min(LOGLIK_CHUNK, CHUNK_ELEMENTS // (len(data.unique_k) * spec.quadrature_nodes)))
+    for start in range(0, chains * draws, chunk):
+        stop = start + chunk
         out[start:stop] = pair_loglik(flat_mu[start:stop], flat_ls[start:stop], data, spec, xp=np)
     return xr.DataArray(
         out.reshape(chains, draws, pairs),
@@ -171,9 +184,17 @@ def posterior_predictive_spread(posterior: xr.Dataset, data: LocationScaleData, 
     keep = np.unique(np.linspace(0, total - 1, min(PPC_DRAWS, total)).astype(int))
     mu = stacked["mu"].values[keep]
     sigma = np.exp(stacked["log_sigma"].values[keep])
-    eta = mu[:, data.cell_pair] + sigma[:, data.cell_pair] * rng.standard_normal((len(keep), len(data.cell_pair)))
-    k = rng.binomial(data.cell_n, 1.0 / (1.0 + np.exp(-eta)))
-    spread = pair_spread(k, data.cell_n, data.cell_pair, data.n_pairs)
+    # Simulate in chunks of draws so that no array exceeds CHUNK_ELEMENTS
+    # values; data small enough for one chunk get the same stream as unchunked.
+    n_cells = len(data.cell_pair)
+    chunk = max(1, CHUNK_ELEMENTS // n_cells)
+    spread = np.empty((len(keep), data.n_pairs))
+    for start in range(0, len(keep), chunk):
+        rows = slice(start, start + chunk)
+        noise = rng.standard_normal((len(mu[rows]), n_cells))
+        eta = mu[rows][:, data.cell_pair] + sigma[rows][:, data.cell_pair] * noise
+        k = rng.binomial(data.cell_n, 1.0 / (1.0 + np.exp(-eta)))
+        spread[rows] = pair_spread(k, data.cell_n, data.cell_pair, data.n_pairs)
     return xr.DataArray(spread[None], dims=("chain", "draw", "pair"), coords={"chain": [0], "draw": np.arange(len(keep)), "pair": posterior["pair"].values})
 
 
@@ -267,7 +288,7 @@ def _fit_location_scale(ds: xr.Dataset, model_spec: ModelSpec, *, progress: bool
         len(data.unique_k),
     )
     model = build_model(data, model_spec)
-    trace, timings = sample_model(model, model_spec, progress=progress)
+    trace, timings = sample_model(model, model_spec, progress=progress, initial_points=initial_point(data, model_spec, model))
 
     posterior = trace["posterior"].to_dataset()
     components = decompose.scale_components(posterior, data.pair_model, data.pair_task, data.competence_center)

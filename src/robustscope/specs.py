@@ -97,7 +97,9 @@ class ModelSpec:
         where they do not (see
         :func:`robustscope.models.location_scale.weakly_identified`). On the
         shipped multi-prompt data the centred form samples fastest (about 15
-        leapfrog steps per draw, no divergences).
+        leapfrog steps per draw, no divergences). In the
+        perturbation-factors family ``"auto"`` non-centres the
+        factor-by-model and factor-by-task effects and centres the rest.
     offset
         Consistency family: ``"trivial-baseline"`` adds the logit of the
         trivial-robustness baseline p^K to the consistency predictor, so its

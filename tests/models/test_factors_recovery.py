@@ -129,6 +129,44 @@ def test_multi_prompt_default_factors():
     assert data.unique_count.sum() == len(data.cell_k) == int(ds["observed"].sum())
 
 
+def test_auto_parameterization_follows_cells_per_effect():
+    spec = load_spec("perturbation-factors")
+    assert spec.parameterization == "auto"
+    # HELM classic: one cell per (model, task, variant), so a variant-by-model
+    # effect rests on a handful of cells and a variant effect on hundreds.
+    helm = factors.prepare_data(ingest(ROOT / "data" / "helm-classic", "every-eval-ever", metric_kind="binary"), spec)
+    assert helm.factors == ["variant"]
+    assert factors._cells_per_effect(helm, 0, "model") < factors.AUTO_MIN_CELLS <= factors._cells_per_effect(helm, 0, None)
+    blocks = factors.noncentered_blocks(helm, spec)
+    assert blocks[("model", 0)] is True
+    assert not any(value for key, value in blocks.items() if key != ("model", 0))
+    # Multi-prompt: about a thousand cells behind every factor-by-model effect.
+    multi = factors.prepare_data(ingest(MULTI_PROMPT, "multi-prompt"), spec)
+    assert not any(factors.noncentered_blocks(multi, spec).values())
+    # The fixed choices apply to every block.
+    assert all(factors.noncentered_blocks(helm, _spec(parameterization="noncentered")).values())
+    assert not any(factors.noncentered_blocks(helm, _spec(parameterization="centered")).values())
+
+
+def test_pair_location_is_centred_and_starts_at_the_data():
+    ds = ingest(MULTI_PROMPT, "multi-prompt", tasks=["navigate", "snarks"])
+    spec = load_spec("perturbation-factors")
+    data = factors.prepare_data(ds, spec)
+    model = factors.build_model(data, spec)
+    free = {rv.name for rv in model.free_RVs}
+    assert "mu_pair" in free and "ab_pair" not in free
+    assert "ab_pair" in {var.name for var in model.deterministics}
+    start = factors.initial_point(data, model)
+    assert set(start) == {"alpha", "mu_pair"}
+    per_pair = pd.DataFrame({"pair": data.cell_pair, "logit": np.log((data.cell_k + 0.5) / (data.cell_n - data.cell_k + 0.5))})
+    np.testing.assert_allclose(start["mu_pair"], np.clip(per_pair.groupby("pair")["logit"].mean().to_numpy(), -6, 6))
+    # The data-based start is far more probable than the prior's support point.
+    logp = model.compile_logp()
+    support = model.initial_point()
+    informed = {**support, "alpha": start["alpha"], "mu_pair": start["mu_pair"]}
+    assert logp(informed) > logp(support) + 100
+
+
 # ---------------------------------------------------------------------------
 # Likelihood bookkeeping
 
