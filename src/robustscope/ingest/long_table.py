@@ -727,8 +727,9 @@ def aggregate_parquet(
     for file_name, part in groups.groupby("_file", sort=False):
         kept = int(part["n_scored"].sum())
         report.add_file(file_name, rows_read=int(part["n_rows"].sum()), rows_kept=kept)
+    files_with_rows = set(groups["_file"].unique())
     for path in files:
-        if str(path) not in set(groups["_file"]):
+        if str(path) not in files_with_rows:
             report.add_file(path, rows_read=_parquet_row_count(path), rows_kept=0)
 
     cells = groups.groupby(key_names, sort=False, dropna=False).agg(
