@@ -52,15 +52,21 @@ def _dense_grid(post, data, spec, draw, pair):
     """The integral on a 401 x 401 (or 2001-point) grid spanning 10 posterior sd either side."""
     mu_draws = np.asarray(post["mu"]).reshape(-1, data.n_pairs)[:, pair]
     ls_draws = np.asarray(post["log_sigma"]).reshape(-1, data.n_pairs)[:, pair]
-    only_pair = np.zeros(data.n_pairs, dtype=bool)
-    only_pair[pair] = True
+    # The pair's own count patterns as a one-pair data set, so that the grid
+    # evaluates only this pair's likelihood.
+    own = data.unique_pair == pair
+    one_pair = dataclasses.replace(
+        data,
+        pair_model=data.pair_model[[pair]],
+        pair_task=data.pair_task[[pair]],
+        unique_pair=np.zeros(int(own.sum()), dtype=np.int64),
+        unique_k=data.unique_k[own],
+        unique_n=data.unique_n[own],
+        unique_count=data.unique_count[own],
+    )
 
     def likelihood(mu, ls):
-        full_mu = np.broadcast_to(np.asarray(post["mu"]).reshape(-1, data.n_pairs)[draw], mu.shape + (data.n_pairs,)).copy()
-        full_ls = np.broadcast_to(np.asarray(post["log_sigma"]).reshape(-1, data.n_pairs)[draw], ls.shape + (data.n_pairs,)).copy()
-        full_mu[..., pair] = mu
-        full_ls[..., pair] = ls
-        return pair_loglik(full_mu, full_ls, data, spec)[..., pair]
+        return pair_loglik(mu[..., None], ls[..., None], one_pair, spec)[..., 0]
 
     integrate_mu = "model:task" in spec.location_terms
     integrate_ls = "residual" in spec.scale_terms
