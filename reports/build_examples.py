@@ -81,9 +81,9 @@ def heldout() -> None:
     if not posterior.exists():
         # NOTE: before the sampler started from data-based values, one of the
         # four chains of this fit stalled with the specification's seed (over
-        # 30 minutes of one core). It now finishes with that seed too (15
-        # leapfrog steps per draw in every chain); the committed report was
-        # built with the next seed, which this keeps.
+        # 30 minutes of one core). It now finishes with that seed too, at 15
+        # leapfrog steps per draw in every chain. The committed report was
+        # built with the next seed, so this keeps it.
         fit(tensor_path, "location-scale", output=posterior, seed=HELD_OUT_SEED, progress=False)
     report(posterior, out, tensor=tensor_path)
     new = full.sel(model=[HELD_OUT_MODEL])
@@ -111,8 +111,8 @@ def nested() -> None:
     # miss the tail-ESS threshold (353 and 234), so the sweep samples longer.
     # NOTE: before the sampler started from data-based values, one chain of
     # the neither fit stalled with the specification's seed, as in the
-    # held-out fit; the committed comparison was built with the next seed,
-    # which this keeps.
+    # held-out fit. The committed comparison was built with the next seed, so
+    # this keeps it.
     sweep([MAIN / "tensor.nc"], ["location-scale"], out, nested=True, tune=1500, draws=1500, seed=HELD_OUT_SEED)
 
 

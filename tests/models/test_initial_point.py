@@ -23,19 +23,18 @@ def simulated():
     return data, realised
 
 
-def test_moment_log_spread_tracks_the_simulated_spread(simulated):
+def test_log_spread_tracks_simulation(simulated):
     data, realised = simulated
     true_log_sigma = realised["log_sigma"].ravel()[data.pair_model * len(data.tasks) + data.pair_task]
     estimate = pair_log_spread(data)
-    # Pairs whose spread sits near the floor carry little information; the rest should be close.
+    # Pairs whose spread sits near the floor carry little information, so only the rest are compared.
     informative = true_log_sigma > np.log(0.2)
     assert informative.sum() >= 10
     assert np.corrcoef(estimate[informative], true_log_sigma[informative])[0, 1] > 0.8
     assert np.median(np.abs(estimate[informative] - true_log_sigma[informative])) < 0.3
 
 
-def test_pair_log_spread_has_a_floor():
-    # Two cells with the same count: no spread beyond sampling noise.
+def test_log_spread_has_floor():
     # m1 gives 40 of 100 under both perturbations of every task; m2 swings from 10 to 90.
     rows = []
     for task in ("t1", "t2"):
@@ -51,7 +50,7 @@ def test_pair_log_spread_has_a_floor():
 
 
 @pytest.mark.parametrize("parameterization", ["centered", "auto", "noncentered"])
-def test_initial_point_names_free_variables_and_raises_the_density(simulated, parameterization):
+def test_initial_point_raises_density(simulated, parameterization):
     data, _ = simulated
     spec = dataclasses.replace(load_spec("location-scale"), parameterization=parameterization)
     model = build_model(data, spec)
@@ -68,7 +67,7 @@ def test_initial_point_names_free_variables_and_raises_the_density(simulated, pa
         assert len(start["log_sigma_centered"]) == int((~weak_scale).sum())
 
     if parameterization == "noncentered":
-        # Only alpha and gamma0 are set there; the pair offsets stay at zero.
+        # Only alpha and gamma0 are set there, and the pair offsets stay at zero.
         assert set(start) == {"alpha", "gamma0"}
         return
     # With the pairs centred, the data-based point sits where the posterior

@@ -124,6 +124,13 @@ class FactorData:
         return [f"{self.models[m]} | {self.tasks[t]}" for m, t in zip(self.pair_model, self.pair_task, strict=True)]
 
     @property
+    def pair_empirical_logit(self) -> np.ndarray:
+        """Mean empirical logit of each pair's cells (half-count corrected)."""
+        perturbations = np.bincount(self.cell_pair, minlength=self.n_pairs)
+        sums = np.bincount(self.cell_pair, weights=empirical_logit(self.cell_k, self.cell_n), minlength=self.n_pairs)
+        return sums / perturbations
+
+    @property
     def group_model(self) -> np.ndarray:
         return self.pair_model[self.group_pair]
 
@@ -476,11 +483,11 @@ def build_model(data: FactorData, spec: ModelSpec) -> pm.Model:
                 raw = pm.Normal("ab_pair_raw", 0.0, 1.0, dims="pair")
                 params["ab_pair"] = pm.Deterministic("ab_pair", sd_pair * raw, dims="pair")
             else:
-                # Centred on the pair's whole location, not on the offset ab:
-                # the cells pin down alpha + a + b + ab, and sampling the
-                # offset leaves alpha, a and b in long valleys against the
-                # means of ab (511 leapfrog steps per draw on the multi-prompt
-                # data at the start of warm-up).
+                # Centred on the pair's whole location, not on the offset ab,
+                # because the cells pin down alpha + a + b + ab. Sampling the
+                # offset left alpha, a and b in long valleys against the means
+                # of ab (511 leapfrog steps per draw in warm-up on the
+                # multi-prompt data).
                 loc = params["alpha"] + pt.zeros(data.n_pairs)
                 if "a_model" in params:
                     loc = loc + params["a_model"][data.pair_model]
@@ -515,9 +522,7 @@ def initial_point(data: FactorData, model: pm.Model) -> dict[str, np.ndarray]:
     The other parameters start at their prior's support point, and the
     sampler jitters all of them per chain.
     """
-    perturbations = np.bincount(data.cell_pair, minlength=data.n_pairs)
-    logits = np.bincount(data.cell_pair, weights=empirical_logit(data.cell_k, data.cell_n), minlength=data.n_pairs) / perturbations
-    logits = np.clip(logits, -6.0, 6.0)
+    logits = np.clip(data.pair_empirical_logit, -6.0, 6.0)
     values = {"alpha": np.asarray(float(np.mean(logits))), "mu_pair": logits}
     free = {rv.name for rv in model.free_RVs}
     return {name: value for name, value in values.items() if name in free}
@@ -775,7 +780,7 @@ def fit_family(ds: xr.Dataset, spec: ModelSpec, *, progress: bool = True) -> tup
     trace["observed_data"] = xr.DataTree(xr.Dataset({"spread": ("pair", observed_spread)}, coords=pair_coord))
     perturbations = np.bincount(data.cell_pair, minlength=data.n_pairs)
     accuracy = np.bincount(data.cell_pair, weights=data.cell_k / data.cell_n, minlength=data.n_pairs) / perturbations
-    logits = np.bincount(data.cell_pair, weights=empirical_logit(data.cell_k, data.cell_n), minlength=data.n_pairs) / perturbations
+    logits = data.pair_empirical_logit
     trace["constant_data"] = xr.DataTree(
         xr.Dataset(
             {

@@ -245,9 +245,9 @@ def initial_point(data: LocationScaleData, spec: ModelSpec, model: pm.Model) -> 
     prior's support point. The sampler adds its usual jitter to all of them,
     so chains still start apart. From the support point every pair starts at
     competence 0, far from pairs with accuracy near 0 or 1. On the
-    multi-prompt data one chain of two fits started that way stalled (still
-    running after 30 and 9 minutes); from these values both fits finish with
-    15 leapfrog steps per draw in every chain.
+    multi-prompt data, one chain of each of two fits started that way
+    stalled, still running after 30 and 9 minutes. From these values both
+    fits finish with 15 leapfrog steps per draw in every chain.
     """
     weak_location, weak_scale = noncentered_pairs(data, spec)
     logit = np.clip(data.pair_empirical_logit, -6.0, 6.0)
