@@ -170,3 +170,29 @@ def test_chunked_ppc_keeps_spread_distribution(fitted, monkeypatch):
     assert chunked.shape == whole.shape
     assert np.isfinite(chunked.values).all()
     np.testing.assert_allclose(chunked.mean(("chain", "draw")).values, whole.mean(("chain", "draw")).values, atol=0.01)
+
+
+def test_narrow_hierarchical_sd_is_flagged(fitted):
+    _, spec, trace = fitted
+    posterior = trace["posterior"].to_dataset()
+    location_scale = importlib.import_module("robustscope.models.location_scale")
+    assert location_scale.integration_unresolved(posterior, spec).max() <= location_scale.MAX_UNRESOLVED_SHARE
+    spread = float(posterior["log_sigma"].std(("chain", "draw")).min())
+    narrow = posterior.assign(sd_e=posterior["sd_e"] * 0 + 0.01 * spread)
+    assert np.all(location_scale.integration_unresolved(narrow, spec) == 1.0)
+    # Without the residual term there is no sd_e to check.
+    no_residual = dataclasses.replace(spec, scale_terms=("competence", "model", "task"))
+    assert np.all(location_scale.integration_unresolved(narrow, no_residual) == 0.0)
+
+
+def test_unresolved_fit_uses_conditional_loo(fitted, monkeypatch):
+    ds, spec, _ = fitted
+    location_scale = importlib.import_module("robustscope.models.location_scale")
+    # Demand a prior far wider than any posterior, so that every pair is flagged.
+    monkeypatch.setattr(location_scale, "MIN_PRIOR_TO_POSTERIOR_SD", 1e9)
+    trace = fit(ds, spec.with_sampler(tune=100, draws=100), progress=False)
+    assert INTEGRATED_GROUP not in trace.children
+    assert loo_likelihood(trace) == "conditional"
+    assert "sd_e or sd_model_task" in trace.attrs["integrated_loglik_skipped"]
+    checks = importlib.import_module("robustscope.diagnostics").check_fit(trace).set_index("check")
+    assert "integrated form was not computed" in checks.loc["pareto_k_max", "detail"]

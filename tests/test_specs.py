@@ -56,3 +56,26 @@ def test_user_file_overrides(tmp_path):
     assert spec.sampler.seed == 7
     assert spec.prior("gamma1").sigma == 0.5
     assert spec.prior("gamma1").dist == "normal"
+
+
+def test_mass_matrix_setting():
+    spec = parse_spec({"name": "x", "sampler": {"mass_matrix": "low-rank"}})
+    assert spec.sampler.mass_matrix == "low-rank"
+    assert load_spec("location-scale").sampler.mass_matrix == "diagonal"
+    with pytest.raises(SpecError, match="Did you mean 'low-rank'"):
+        parse_spec({"name": "x", "sampler": {"mass_matrix": "lowrank"}})
+    with pytest.raises(SpecError, match="needs the nutpie sampler"):
+        parse_spec({"name": "x", "sampler": {"name": "pymc", "mass_matrix": "low-rank"}})
+
+
+def test_low_rank_mass_matrix_refused_by_pymc_sampler():
+    import pymc as pm
+
+    from robustscope.errors import RobustscopeError
+    from robustscope.fit import sample_model
+
+    spec = parse_spec({"name": "x", "sampler": {"mass_matrix": "low-rank"}}).with_sampler(name="pymc")
+    with pm.Model() as model:
+        pm.Normal("x")
+    with pytest.raises(RobustscopeError, match="needs the nutpie sampler"):
+        sample_model(model, spec, progress=False)

@@ -374,7 +374,8 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
                 float(np.nanmax(pareto_k)) if np.any(np.isfinite(pareto_k)) else None,
                 f"<= {good_k:.2f} (sample-size dependent)",
                 "passed" if high == 0 else "warning",
-                f"{high} of {pareto_k.size} pairs above the threshold; worst: {pair}",
+                f"{high} of {pareto_k.size} pairs above the threshold; worst: {pair}"
+                + (" (conditional log likelihood: the integrated form was not computed)" if "integrated_loglik_skipped" in trace.attrs else ""),
             )
         )
     elif "log_likelihood" not in trace.children:

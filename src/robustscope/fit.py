@@ -33,7 +33,19 @@ from ._logging import get_logger
 from .errors import InputError, RobustscopeError
 from .loo import INTEGRATED_GROUP, add_pointwise_elpd
 from .models import family_module
-from .models.location_scale import LocationScaleData, build_model, initial_point, integrated_pair_loglik, pair_loglik, prepare_data, spline_basis, spline_detrend
+from .models.location_scale import (
+    MAX_UNRESOLVED_SHARE,
+    MIN_PRIOR_TO_POSTERIOR_SD,
+    LocationScaleData,
+    build_model,
+    initial_point,
+    integrated_pair_loglik,
+    integration_unresolved,
+    pair_loglik,
+    prepare_data,
+    spline_basis,
+    spline_detrend,
+)
 from .specs import ModelSpec, load_spec
 
 log = get_logger("fit")
@@ -89,12 +101,13 @@ def sample_model(
         compiled = nutpie.compile_pymc_model(model, initial_points=initial_points or None)
         timings["compile_seconds"] = time.perf_counter() - start
         log.info(
-            "sampling with nutpie: %d chains x (%d tuning + %d draws), seed %d, %d cores",
+            "sampling with nutpie: %d chains x (%d tuning + %d draws), seed %d, %d cores, %s mass matrix",
             settings.chains,
             settings.tune,
             settings.draws,
             settings.seed,
             cores,
+            settings.mass_matrix,
         )
         start = time.perf_counter()
         trace = nutpie.sample(
@@ -105,6 +118,7 @@ def sample_model(
             cores=cores,
             seed=settings.seed,
             target_accept=settings.target_accept,
+            adaptation="low_rank" if settings.mass_matrix == "low-rank" else "diag",
             progress_bar=progress,
             save_warmup=False,
         )
@@ -112,6 +126,11 @@ def sample_model(
     else:
         import pymc as pm
 
+        if settings.mass_matrix != "diagonal":
+            raise RobustscopeError(
+                f"mass_matrix {settings.mass_matrix!r} needs the nutpie sampler; "
+                "sample with nutpie or set sampler.mass_matrix to 'diagonal' in the specification"
+            )
         start = time.perf_counter()
         with model:
             trace = pm.sample(
@@ -300,10 +319,23 @@ def _fit_location_scale(ds: xr.Dataset, model_spec: ModelSpec, *, progress: bool
     loglik = pointwise_loglik(posterior, data, model_spec)
     timings["loglik_seconds"] = time.perf_counter() - start
     trace["log_likelihood"] = xr.DataTree(xr.Dataset({LOGLIK_VARIABLE: loglik}))
-    start = time.perf_counter()
-    integrated = integrated_pair_loglik(posterior, data, model_spec)
-    timings["integrated_loglik_seconds"] = time.perf_counter() - start
-    trace[INTEGRATED_GROUP] = xr.DataTree(xr.Dataset({LOGLIK_VARIABLE: loglik.copy(data=integrated)}))
+    unresolved = integration_unresolved(posterior, model_spec)
+    if np.any(unresolved > MAX_UNRESOLVED_SHARE):
+        # A wrong integral is worse than none: PSIS-LOO falls back to the
+        # conditional log likelihood, whose Pareto k then flags the pairs.
+        reason = (
+            f"the integrated log likelihood was not computed: in up to {unresolved.max():.0%} of the draws of "
+            f"{int(np.sum(unresolved > MAX_UNRESOLVED_SHARE))} of {data.n_pairs} pairs a hierarchical SD (sd_e or sd_model_task) "
+            f"is narrower than {MIN_PRIOR_TO_POSTERIOR_SD:g} times the pair's posterior SD, which its quadrature grid cannot resolve; "
+            "PSIS-LOO uses the conditional log likelihood"
+        )
+        log.warning("%s", reason)
+        trace.attrs["integrated_loglik_skipped"] = reason
+    else:
+        start = time.perf_counter()
+        integrated = integrated_pair_loglik(posterior, data, model_spec)
+        timings["integrated_loglik_seconds"] = time.perf_counter() - start
+        trace[INTEGRATED_GROUP] = xr.DataTree(xr.Dataset({LOGLIK_VARIABLE: loglik.copy(data=integrated)}))
     trace["posterior_predictive"] = xr.DataTree(xr.Dataset({"spread": posterior_predictive_spread(posterior, data, model_spec.sampler.seed)}))
     observed_spread = pair_spread(data.cell_k.astype(float), data.cell_n, data.cell_pair, data.n_pairs)
     pair_coord = {"pair": posterior["pair"].values}

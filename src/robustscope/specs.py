@@ -33,6 +33,10 @@ SCALE_TERMS = ("competence", "model", "task", "residual")
 COMPETENCE_FORMS = ("linear", "spline", "none")
 PRIOR_DISTRIBUTIONS = ("normal", "halfnormal", "exponential")
 SAMPLERS = ("nutpie", "pymc")
+# nutpie's mass matrix adaptation: "diagonal", or "low-rank" (a diagonal plus
+# a low-rank correction learnt from the draws and gradients, for posteriors
+# with strong linear correlations between parameters).
+MASS_MATRICES = ("diagonal", "low-rank")
 PARAMETERIZATIONS = ("auto", "centered", "noncentered")
 
 DEFAULT_SEED = 20260204
@@ -50,7 +54,12 @@ class Prior:
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Sampler settings; ``seed`` fixes the posterior exactly for a given setup."""
+    """Sampler settings; ``seed`` fixes the posterior exactly for a given setup.
+
+    ``mass_matrix`` is nutpie's mass matrix adaptation, ``"diagonal"`` or
+    ``"low-rank"`` (see ``MASS_MATRICES``); PyMC's sampler takes only the
+    diagonal one.
+    """
 
     name: str = "nutpie"
     chains: int = 4
@@ -59,6 +68,7 @@ class SamplerSettings:
     seed: int = DEFAULT_SEED
     target_accept: float = 0.8
     cores: int | None = None
+    mass_matrix: str = "diagonal"
 
 
 @dataclass(frozen=True)
@@ -91,15 +101,19 @@ class ModelSpec:
         Number of Gauss-Hermite nodes per cell for the collapsed likelihood.
     parameterization
         ``"centered"`` (default) or ``"noncentered"`` for every parameter,
-        or ``"auto"``: competence group effects centred, spread (or
-        consistency) group effects non-centred, and each pair's ``mu`` and
+        or ``"auto"``: competence group effects centred; spread group
+        effects non-centred unless many pairs stand behind each (see
+        :func:`robustscope.models.location_scale.noncentered_spread_effects`);
+        consistency group effects non-centred; and each pair's ``mu`` and
         ``log_sigma`` centred where the data identify them and non-centred
         where they do not (see
         :func:`robustscope.models.location_scale.weakly_identified`). On the
         shipped multi-prompt data the centred form samples fastest (about 15
         leapfrog steps per draw, no divergences). In the
-        perturbation-factors family ``"auto"`` non-centres the
-        factor-by-model and factor-by-task effects and centres the rest.
+        perturbation-factors family ``"auto"`` non-centres a block of
+        factor or factor-by-group effects when few cells stand behind each
+        effect and centres the rest (see
+        :func:`robustscope.models.factors.noncentered_blocks`).
     offset
         Consistency family: ``"trivial-baseline"`` adds the logit of the
         trivial-robustness baseline p^K to the consistency predictor, so its
@@ -314,6 +328,10 @@ def parse_spec(payload: Mapping[str, Any], source: str = "<spec>") -> ModelSpec:
             raise SpecError(f"{source}: sampler.{key} must be a positive whole number, got {sampler[key]!r}")
     if "target_accept" in sampler and not 0.5 <= float(sampler["target_accept"]) < 1:
         raise SpecError(f"{source}: sampler.target_accept must be in [0.5, 1), got {sampler['target_accept']!r}")
+    if "mass_matrix" in sampler:
+        _choose(sampler["mass_matrix"], MASS_MATRICES, "sampler.mass_matrix", source)
+        if sampler["mass_matrix"] != "diagonal" and sampler.get("name", "nutpie") != "nutpie":
+            raise SpecError(f"{source}: sampler.mass_matrix {sampler['mass_matrix']!r} needs the nutpie sampler; use 'diagonal' with {sampler['name']!r}")
     kwargs["sampler"] = SamplerSettings(**sampler)
     return ModelSpec(**kwargs)
 

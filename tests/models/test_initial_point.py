@@ -10,7 +10,15 @@ import pytest
 
 from robustscope import tensor as _tensor
 
-from robustscope.models.location_scale import build_model, initial_point, noncentered_pairs, pair_log_spread, prepare_data
+from robustscope.models.location_scale import (
+    build_model,
+    initial_point,
+    noncentered_pairs,
+    noncentered_spread_effects,
+    pair_log_spread,
+    prepare_data,
+    scale_information,
+)
 from robustscope.simulate import LocationScaleTruth, simulate_location_scale
 from robustscope.specs import load_spec
 
@@ -80,3 +88,30 @@ def test_initial_point_raises_density(simulated, parameterization):
     assert np.isfinite(logp(informed))
     assert logp(informed) > logp(support) + 100
 
+
+
+def test_auto_noncentres_three_cell_spreads(simulated):
+    many, _ = simulated
+    few = prepare_data(simulate_location_scale(models=6, tasks=6, perturbations=3, seed=21)[0])
+    spec = dataclasses.replace(load_spec("location-scale"), parameterization="auto")
+    # Three cells carry at most 2 * 2 = 4 units of information about log sigma.
+    assert np.all(scale_information(few) <= 4.0)
+    assert np.all(noncentered_pairs(few, spec)[1])
+    # 120 cells with a spread well above the binomial noise are centred.
+    clear = many.pair_excess_variance > 4.0
+    assert clear.sum() >= 5
+    assert not np.any(noncentered_pairs(many, spec)[1][clear])
+
+
+def test_auto_centres_well_backed_spread_effects():
+    # 60 models x 2 tasks: 60 pairs behind each task effect, 2 behind each model effect.
+    data = prepare_data(simulate_location_scale(models=60, tasks=2, perturbations=3, seed=4)[0])
+    spec = load_spec("location-scale")
+    auto = dataclasses.replace(spec, parameterization="auto")
+    assert noncentered_spread_effects(data, auto) == {"u_model": True, "v_task": False}
+    assert noncentered_spread_effects(data, spec) == {"u_model": False, "v_task": False}
+    noncentered = dataclasses.replace(spec, parameterization="noncentered")
+    assert noncentered_spread_effects(data, noncentered) == {"u_model": True, "v_task": True}
+    names = {rv.name for rv in build_model(data, auto).free_RVs}
+    assert "v_task" in names
+    assert "u_model_raw" in names
