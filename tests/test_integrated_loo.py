@@ -196,3 +196,13 @@ def test_unresolved_fit_uses_conditional_loo(fitted, monkeypatch):
     assert "sd_e or sd_model_task" in trace.attrs["integrated_loglik_skipped"]
     checks = importlib.import_module("robustscope.diagnostics").check_fit(trace).set_index("check")
     assert "integrated form was not computed" in checks.loc["pareto_k_max", "detail"]
+
+
+def test_grid_chunks_match_one_piece(fitted):
+    ds, spec, trace = fitted
+    data = prepare_data(ds)
+    post = trace["posterior"].to_dataset().isel(draw=slice(0, 20))
+    whole = integrated_pair_loglik(post, data, spec, chunk_elements=10**9)
+    # Small enough that each grid chunk holds one or two grid points.
+    pieces = integrated_pair_loglik(post, data, spec, chunk_elements=2 * len(data.unique_k) * spec.quadrature_nodes)
+    np.testing.assert_allclose(pieces, whole, rtol=1e-12, atol=1e-9)

@@ -678,7 +678,13 @@ def integrated_pair_loglik(
         shifted = mu_grid[..., None]
         grid_basis = width * np.logaddexp(0.0, (shifted - knots) / width) - offsets - slopes * (shifted - data.competence_center)
     if integrate_mu and integrate_ls:
-        likelihood = pair_loglik(mu_grid, ls_grid, data, spec)  # (grid, pair)
+        # All grid points at once make arrays of (grid x patterns) values,
+        # 1.1 GB each at 800,000 cells, so the grid goes a few rows at a time.
+        patterns = len(data.unique_k) if spec.likelihood == "binomial-collapsed" else len(data.cell_k)
+        rows = max(1, chunk_elements // max(1, patterns * spec.quadrature_nodes))
+        likelihood = np.concatenate(
+            [pair_loglik(mu_grid[i : i + rows], ls_grid[i : i + rows], data, spec) for i in range(0, len(t), rows)], axis=0
+        )  # (grid, pair)
 
     chunk = max(1, chunk_elements // (len(t) * n_pairs))
     out = np.empty((n_draws, n_pairs))
