@@ -198,11 +198,13 @@ def test_unresolved_fit_uses_conditional_loo(fitted, monkeypatch):
     assert "integrated form was not computed" in checks.loc["pareto_k_max", "detail"]
 
 
-def test_grid_chunks_match_one_piece(fitted):
+@pytest.mark.parametrize("scale_terms", [("competence", "model", "task", "residual"), ("competence", "model", "task")])
+def test_grid_chunks_match_one_piece(fitted, scale_terms):
     ds, spec, trace = fitted
+    spec = dataclasses.replace(spec, scale_terms=scale_terms)
     data = prepare_data(ds)
     post = trace["posterior"].to_dataset().isel(draw=slice(0, 20))
     whole = integrated_pair_loglik(post, data, spec, chunk_elements=10**9)
-    # Small enough that each grid chunk holds one or two grid points.
+    # Small enough that each chunk contains one or two grid points, or one draw.
     pieces = integrated_pair_loglik(post, data, spec, chunk_elements=2 * len(data.unique_k) * spec.quadrature_nodes)
     np.testing.assert_allclose(pieces, whole, rtol=1e-12, atol=1e-9)

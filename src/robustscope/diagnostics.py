@@ -368,14 +368,16 @@ def check_fit(trace: xr.DataTree, thresholds: Thresholds = DEFAULT_THRESHOLDS) -
         high = int(np.sum(~(pareto_k <= good_k)))
         worst = int(np.argmax(np.where(np.isnan(pareto_k), np.inf, pareto_k)))
         pair = str(stored["pair"].values[worst]) if stored is not None and "pair" in stored.coords else str(trace["log_likelihood"][LOGLIK_VARIABLE]["pair"].values[worst])
+        detail = f"{high} of {pareto_k.size} pairs above the threshold; worst: {pair}"
+        if "integrated_loglik_skipped" in trace.attrs:
+            detail += " (conditional log likelihood: the integrated form was not computed)"
         rows.append(
             _row(
                 "pareto_k_max",
                 float(np.nanmax(pareto_k)) if np.any(np.isfinite(pareto_k)) else None,
                 f"<= {good_k:.2f} (sample-size dependent)",
                 "passed" if high == 0 else "warning",
-                f"{high} of {pareto_k.size} pairs above the threshold; worst: {pair}"
-                + (" (conditional log likelihood: the integrated form was not computed)" if "integrated_loglik_skipped" in trace.attrs else ""),
+                detail,
             )
         )
     elif "log_likelihood" not in trace.children:

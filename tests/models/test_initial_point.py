@@ -89,7 +89,6 @@ def test_initial_point_raises_density(simulated, parameterization):
     assert logp(informed) > logp(support) + 100
 
 
-
 def test_auto_noncentres_three_cell_spreads(simulated):
     many, _ = simulated
     few = prepare_data(simulate_location_scale(models=6, tasks=6, perturbations=3, seed=21)[0])

@@ -225,7 +225,7 @@ def weakly_identified(data: LocationScaleData) -> tuple[np.ndarray, np.ndarray]:
     ``log_sigma`` is weak when its excess variance ratio is below
     ``WEAK_EXCESS_VARIANCE`` or its :func:`scale_information` is below
     ``MIN_SCALE_INFORMATION`` (posterior SD above about 0.35 from the data
-    alone), which holds for every pair with three or fewer cells.
+    alone), which is true of every pair with three or fewer cells.
     """
     weak_location = data.pair_boundary_share >= WEAK_BOUNDARY_SHARE
     weak_scale = (
@@ -246,8 +246,8 @@ def noncentered_spread_effects(data: LocationScaleData, spec: ModelSpec) -> dict
 
     Under ``parameterization: auto`` each block is non-centred unless the
     median number of pairs behind one of its effects reaches
-    ``AUTO_MIN_PAIRS``. A spread effect sees the data only through the
-    spreads of its pairs, each estimated with error; with few pairs per
+    ``AUTO_MIN_PAIRS``. A spread effect depends on the data only through the
+    spreads of its pairs, each estimated with error. With few pairs per
     effect its posterior stays close to the hierarchical prior, the funnel
     case. With many (HELM classic: about 58 pairs per task, three cells per
     pair) the centred form mixes better: non-centred, its standard deviation
@@ -640,9 +640,14 @@ def integrated_pair_loglik(
             out = out + flat["v_task"][start:stop][:, None, data.pair_task]
         return out
 
+    # Values that one evaluation of the likelihood at one point per pair
+    # creates: one per count pattern (or cell) and quadrature node.
+    patterns = len(data.unique_k) if spec.likelihood == "binomial-collapsed" else len(data.cell_k)
+    per_point = max(n_pairs, patterns * spec.quadrature_nodes)
+
     dims = int(integrate_mu) + int(integrate_ls)
     if dims == 0:
-        chunk = max(1, chunk_elements // n_pairs)
+        chunk = max(1, chunk_elements // per_point)
         out = np.empty((n_draws, n_pairs))
         for start in range(0, n_draws, chunk):
             stop = min(start + chunk, n_draws)
@@ -680,13 +685,14 @@ def integrated_pair_loglik(
     if integrate_mu and integrate_ls:
         # All grid points at once make arrays of (grid x patterns) values,
         # 1.1 GB each at 800,000 cells, so the grid goes a few rows at a time.
-        patterns = len(data.unique_k) if spec.likelihood == "binomial-collapsed" else len(data.cell_k)
-        rows = max(1, chunk_elements // max(1, patterns * spec.quadrature_nodes))
+        rows = max(1, chunk_elements // per_point)
         likelihood = np.concatenate(
             [pair_loglik(mu_grid[i : i + rows], ls_grid[i : i + rows], data, spec) for i in range(0, len(t), rows)], axis=0
         )  # (grid, pair)
 
-    chunk = max(1, chunk_elements // (len(t) * n_pairs))
+    # With both values integrated the likelihood is already on the grid, and
+    # each draw adds (grid x pair) values. Otherwise each draw evaluates it anew.
+    chunk = max(1, chunk_elements // (len(t) * (n_pairs if integrate_mu and integrate_ls else per_point)))
     out = np.empty((n_draws, n_pairs))
     for start in range(0, n_draws, chunk):
         stop = min(start + chunk, n_draws)
